@@ -1,0 +1,181 @@
+using System.Text.Json.Nodes;
+using Notice.Vlm.Config;
+
+namespace Notice.Vlm.Blip;
+
+/// <summary>BlipVisionConfig, with transformers 4.41's defaults for omitted fields.</summary>
+public sealed record BlipVisionConfig
+{
+    public int HiddenSize { get; init; } = 768;
+    public int IntermediateSize { get; init; } = 3072;
+    public int NumHiddenLayers { get; init; } = 12;
+    public int NumAttentionHeads { get; init; } = 12;
+    public int ImageSize { get; init; } = 384;
+    public int PatchSize { get; init; } = 16;
+    public string HiddenAct { get; init; } = "gelu";
+    public double LayerNormEps { get; init; } = 1e-5;
+    public int ProjectionDim { get; init; } = 512;
+    public double InitializerRange { get; init; } = 1e-10;
+
+    public int HeadDim => HiddenSize / NumAttentionHeads;
+    public int NumPatches => (ImageSize / PatchSize) * (ImageSize / PatchSize);
+
+    internal static BlipVisionConfig Read(JsonConfig c) => new()
+    {
+        HiddenSize = c.Int("hidden_size", 768),
+        IntermediateSize = c.Int("intermediate_size", 3072),
+        NumHiddenLayers = c.Int("num_hidden_layers", 12),
+        NumAttentionHeads = c.Int("num_attention_heads", 12),
+        ImageSize = c.Int("image_size", 384),
+        PatchSize = c.Int("patch_size", 16),
+        HiddenAct = c.String("hidden_act", "gelu"),
+        LayerNormEps = c.Double("layer_norm_eps", 1e-5),
+        ProjectionDim = c.Int("projection_dim", 512),
+        InitializerRange = c.Double("initializer_range", 1e-10),
+    };
+
+    internal JsonObject ToJson() => new()
+    {
+        ["model_type"] = "blip_vision_model",
+        ["hidden_size"] = HiddenSize,
+        ["intermediate_size"] = IntermediateSize,
+        ["num_hidden_layers"] = NumHiddenLayers,
+        ["num_attention_heads"] = NumAttentionHeads,
+        ["image_size"] = ImageSize,
+        ["patch_size"] = PatchSize,
+        ["hidden_act"] = HiddenAct,
+        ["layer_norm_eps"] = LayerNormEps,
+        ["projection_dim"] = ProjectionDim,
+        ["initializer_range"] = InitializerRange,
+    };
+}
+
+/// <summary>BlipTextConfig, with transformers 4.41's defaults for omitted fields.</summary>
+public sealed record BlipTextConfig
+{
+    public int VocabSize { get; init; } = 30524;
+    public int HiddenSize { get; init; } = 768;
+    public int EncoderHiddenSize { get; init; } = 768;
+    public int IntermediateSize { get; init; } = 3072;
+    public int NumHiddenLayers { get; init; } = 12;
+    public int NumAttentionHeads { get; init; } = 8;
+    public int MaxPositionEmbeddings { get; init; } = 512;
+    public string HiddenAct { get; init; } = "gelu";
+    public double LayerNormEps { get; init; } = 1e-12;
+    public int BosTokenId { get; init; } = 30522;
+    public int EosTokenId { get; init; } = 2;
+    public int PadTokenId { get; init; } = 0;
+    public int SepTokenId { get; init; } = 102;
+    public double InitializerRange { get; init; } = 0.02;
+    public int ProjectionDim { get; init; } = 768;
+
+    public int HeadDim => HiddenSize / NumAttentionHeads;
+
+    internal static BlipTextConfig Read(JsonConfig c) => new()
+    {
+        VocabSize = c.Int("vocab_size", 30524),
+        HiddenSize = c.Int("hidden_size", 768),
+        EncoderHiddenSize = c.Int("encoder_hidden_size", 768),
+        IntermediateSize = c.Int("intermediate_size", 3072),
+        NumHiddenLayers = c.Int("num_hidden_layers", 12),
+        NumAttentionHeads = c.Int("num_attention_heads", 8),
+        MaxPositionEmbeddings = c.Int("max_position_embeddings", 512),
+        HiddenAct = c.String("hidden_act", "gelu"),
+        LayerNormEps = c.Double("layer_norm_eps", 1e-12),
+        BosTokenId = c.Int("bos_token_id", 30522),
+        EosTokenId = c.Int("eos_token_id", 2),
+        PadTokenId = c.Int("pad_token_id", 0),
+        SepTokenId = c.Int("sep_token_id", 102),
+        InitializerRange = c.Double("initializer_range", 0.02),
+        ProjectionDim = c.Int("projection_dim", 768),
+    };
+
+    internal JsonObject ToJson() => new()
+    {
+        ["model_type"] = "blip_text_model",
+        ["vocab_size"] = VocabSize,
+        ["hidden_size"] = HiddenSize,
+        ["encoder_hidden_size"] = EncoderHiddenSize,
+        ["intermediate_size"] = IntermediateSize,
+        ["num_hidden_layers"] = NumHiddenLayers,
+        ["num_attention_heads"] = NumAttentionHeads,
+        ["max_position_embeddings"] = MaxPositionEmbeddings,
+        ["hidden_act"] = HiddenAct,
+        ["layer_norm_eps"] = LayerNormEps,
+        ["bos_token_id"] = BosTokenId,
+        ["eos_token_id"] = EosTokenId,
+        ["pad_token_id"] = PadTokenId,
+        ["sep_token_id"] = SepTokenId,
+        ["initializer_range"] = InitializerRange,
+        ["projection_dim"] = ProjectionDim,
+        ["is_decoder"] = true,
+        ["use_cache"] = true,
+    };
+}
+
+/// <summary>BlipConfig (model_type "blip") as BlipForQuestionAnswering reads it.</summary>
+public sealed record BlipConfig
+{
+    public required BlipVisionConfig Vision { get; init; }
+    public required BlipTextConfig Text { get; init; }
+    public int ProjectionDim { get; init; } = 512;
+    public double LogitScaleInitValue { get; init; } = 2.6592;
+    public int ImageTextHiddenSize { get; init; } = 256;
+
+    public static BlipConfig Load(string configFile)
+    {
+        var c = JsonConfig.Load(configFile);
+        var modelType = c.String("model_type", "");
+        if (modelType != "blip")
+            throw c.Error("model_type", $"expected \"blip\" (BlipForQuestionAnswering), found \"{modelType}\"");
+        var vision = BlipVisionConfig.Read(c.Section("vision_config"));
+        // BlipConfig.__init__ overrides the text encoder's cross-attention width with the vision width.
+        var text = BlipTextConfig.Read(c.Section("text_config")) with { EncoderHiddenSize = vision.HiddenSize };
+        var cfg = new BlipConfig
+        {
+            Vision = vision,
+            Text = text,
+            ProjectionDim = c.Int("projection_dim", 512),
+            LogitScaleInitValue = c.Double("logit_scale_init_value", 2.6592),
+            ImageTextHiddenSize = c.Int("image_text_hidden_size", 256),
+        };
+        cfg.Validate(c);
+        return cfg;
+    }
+
+    private void Validate(JsonConfig c)
+    {
+        if (Vision.HiddenSize % Vision.NumAttentionHeads != 0)
+            throw c.Error("vision_config.num_attention_heads", $"hidden_size {Vision.HiddenSize} is not a multiple of {Vision.NumAttentionHeads} heads");
+        if (Text.HiddenSize % Text.NumAttentionHeads != 0)
+            throw c.Error("text_config.num_attention_heads", $"hidden_size {Text.HiddenSize} is not a multiple of {Text.NumAttentionHeads} heads");
+        if (Vision.ImageSize % Vision.PatchSize != 0)
+            throw c.Error("vision_config.patch_size", $"image_size {Vision.ImageSize} is not a multiple of patch_size {Vision.PatchSize}");
+        if (Vision.HiddenSize != Text.HiddenSize)
+            throw c.Error("vision_config.hidden_size", $"BlipForQuestionAnswering needs the vision width ({Vision.HiddenSize}) to equal the text width ({Text.HiddenSize})");
+        foreach (var (name, act) in new[] { ("vision_config.hidden_act", Vision.HiddenAct), ("text_config.hidden_act", Text.HiddenAct) })
+            if (act is not ("gelu" or "gelu_new" or "gelu_pytorch_tanh" or "relu" or "quick_gelu"))
+                throw c.Error(name, $"unsupported activation \"{act}\"");
+    }
+
+    /// <summary>Writes config.json as transformers' BlipForQuestionAnswering reads it (every field explicit).</summary>
+    public void Save(string configFile)
+    {
+        var o = new JsonObject
+        {
+            ["architectures"] = new JsonArray("BlipForQuestionAnswering"),
+            ["model_type"] = "blip",
+            ["projection_dim"] = ProjectionDim,
+            ["logit_scale_init_value"] = LogitScaleInitValue,
+            ["image_text_hidden_size"] = ImageTextHiddenSize,
+            ["initializer_factor"] = 1.0,
+            ["initializer_range"] = 0.02,
+            ["label_smoothing"] = 0.0,
+            ["torch_dtype"] = "float32",
+            ["transformers_version"] = "4.41.0",
+            ["text_config"] = Text.ToJson(),
+            ["vision_config"] = Vision.ToJson(),
+        };
+        File.WriteAllText(configFile, o.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
+    }
+}

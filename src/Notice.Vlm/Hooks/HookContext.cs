@@ -1,0 +1,110 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Notice.Vlm.Hooks;
+
+/// <summary>
+/// What one forward pass should do at its named hook points (TransformerLens' idea, without
+/// global state): record activations into <see cref="Cache"/>, and edit them on the way through.
+/// A model calls <see cref="Run"/> at each hook point; with no context passed, hooks cost nothing.
+///
+/// Hook names (one scheme for every model, see design.md §2):
+///   vision.blocks.{l}.resid_post, vision.blocks.{l}.attn.pattern
+///   text.embed, text.blocks.{l}.resid_pre, text.blocks.{l}.attn.z [B,T,H,Dh], .attn.pattern [B,H,T,T],
+///   .attn.out, .cross.z, .cross.pattern, .cross.out, .mlp.out, .resid_post   (BLIP text encoder)
+///   decoder.blocks.{l}.*                                                      (BLIP answer decoder)
+/// </summary>
+public sealed class HookContext : IDisposable
+{
+    private readonly HashSet<string> _record = new(StringComparer.Ordinal);
+    private Func<string, bool>? _recordWhere;
+    private readonly Dictionary<string, List<Func<Tensor, Tensor>>> _edits = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Tensor> _cache = new(StringComparer.Ordinal);
+
+    /// <summary>Recorded activations (detached copies, owned by this context until it is disposed).</summary>
+    public IReadOnlyDictionary<string, Tensor> Cache => _cache;
+
+    public HookContext Record(params string[] names)
+    {
+        foreach (var n in names) _record.Add(n);
+        return this;
+    }
+
+    public HookContext RecordWhere(Func<string, bool> predicate)
+    {
+        var previous = _recordWhere;
+        _recordWhere = previous is null ? predicate : n => previous(n) || predicate(n);
+        return this;
+    }
+
+    /// <summary>Replaces the activation at <paramref name="name"/> with what <paramref name="edit"/> returns
+    /// (it may modify its argument in place and return it).</summary>
+    public HookContext Edit(string name, Func<Tensor, Tensor> edit)
+    {
+        if (!_edits.TryGetValue(name, out var list)) _edits[name] = list = new();
+        list.Add(edit);
+        return this;
+    }
+
+    /// <summary>Writes <paramref name="values"/> into the activation at <paramref name="name"/>, one
+    /// row per patch: activation[rows[i], positions[i], (heads[i],)] = values[i]. For per-head hook
+    /// points ([B,T,H,Dh]) pass heads; for whole-module points ([B,T,D]) pass none.</summary>
+    public HookContext Patch(string name, long[] rows, long[] positions, long[]? heads, Tensor values)
+    {
+        if (rows.Length != positions.Length || (heads is not null && heads.Length != rows.Length))
+            throw new ArgumentException("rows, positions and heads must have one entry per patch");
+        return Edit(name, x =>
+        {
+            using var r = torch.tensor(rows, device: x.device);
+            using var p = torch.tensor(positions, device: x.device);
+            using var v = values.to(x.dtype, x.device);
+            if (heads is null)
+            {
+                x.index_put_(v, r, p);
+            }
+            else
+            {
+                using var h = torch.tensor(heads, device: x.device);
+                x.index_put_(v, r, p, h);
+            }
+            return x;
+        });
+    }
+
+    public bool Wants(string name) => _edits.ContainsKey(name) || _record.Contains(name) || (_recordWhere?.Invoke(name) ?? false);
+
+    /// <summary>Called by models at each hook point.</summary>
+    public Tensor Run(string name, Tensor x)
+    {
+        if (_edits.TryGetValue(name, out var edits))
+            foreach (var e in edits) x = e(x);
+        if (_record.Contains(name) || (_recordWhere?.Invoke(name) ?? false))
+        {
+            if (_cache.Remove(name, out var old)) old.Dispose();
+            var copy = x.detach().clone();
+            copy.DetachFromDisposeScope();
+            _cache[name] = copy;
+        }
+        return x;
+    }
+
+    /// <summary>Takes a recorded tensor out of the cache; the caller owns it.</summary>
+    public Tensor Take(string name)
+    {
+        if (!_cache.Remove(name, out var t)) throw new KeyNotFoundException($"hook point '{name}' was not recorded");
+        return t;
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in _cache.Values) t.Dispose();
+        _cache.Clear();
+    }
+}
+
+/// <summary>Extension that lets model code write <c>x = hooks.At(name, x)</c> with a null context.</summary>
+public static class HookContextExtensions
+{
+    public static Tensor At(this HookContext? hooks, string name, Tensor x) =>
+        hooks is not null && hooks.Wants(name) ? hooks.Run(name, x) : x;
+}
