@@ -1,0 +1,36 @@
+namespace Notice.Core.Patching;
+
+/// <summary>How the corrupt run differs from the clean one.</summary>
+public enum CorruptionMode
+{
+    /// <summary>SIP: the pair's corrupt image, the same prompt.</summary>
+    Image,
+    /// <summary>STR: the pair's corrupt prompt, the same image.</summary>
+    Text,
+    /// <summary>Gaussian noise on the image embeddings (a multiple of their standard deviation).</summary>
+    Noise,
+}
+
+/// <summary>
+/// One patched run: in the corrupt run of a sample, the site's value at (layer, position[, head])
+/// is replaced by the clean run's. Head is -1 for whole-module sites.
+/// </summary>
+public sealed record PatchUnit(PatchSite Site, int Layer, int Head, int Position)
+{
+    public override string ToString() => Head < 0 ? $"{Site}@L{Layer}.P{Position}" : $"{Site}@L{Layer}.H{Head}.P{Position}";
+}
+
+/// <summary>The four NOTICE metrics of a patched run (design.md §3).</summary>
+public readonly record struct PatchMetrics(float ProbPatched, float ProbDiff, float LogitDiff, float PatchingEffect)
+{
+    public float[] ToArray() => [ProbPatched, ProbDiff, LogitDiff, PatchingEffect];
+}
+
+public sealed record UnitResult(PatchUnit Unit, PatchMetrics Metrics);
+
+/// <summary>Clean and corrupt answers of one sample: what every unit's metrics are measured against.</summary>
+public sealed record SampleBaseline(long CorrectId, long IncorrectId, float ProbClean, float ProbCorrupt, float LogitGapClean, float LogitGapCorrupt)
+{
+    /// <summary>The unpatched run's metrics, the original's low_score: [P*(c), 0, 0, 0].</summary>
+    public PatchMetrics Unpatched => new(ProbCorrupt, 0, 0, 0);
+}
