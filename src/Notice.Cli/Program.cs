@@ -1,1 +1,9 @@
-return 0;
+using System.CommandLine;
+using Notice.Cli;
+using Notice.Cli.Commands;
+
+var root = new RootCommand("notice: causal interpretability of vision-language models (the NOTICE pipeline)");
+root.Add(AnswerCommand.Create());
+root.Add(PatchCommand.Create());
+root.Add(BenchCommand.Create());
+return await CliErrors.InvokeAsync(root, args);

@@ -179,3 +179,21 @@ public sealed record BlipConfig
         File.WriteAllText(configFile, o.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
     }
 }
+
+/// <summary>Configurations at known shapes, for benchmarks and for models the project builds itself.</summary>
+public static class BlipConfigs
+{
+    /// <summary>Salesforce/blip-vqa-base: ViT-B/16 at 384, 12-layer BERT-base encoder and decoder.</summary>
+    public static BlipConfig VqaBase => new()
+    {
+        Vision = new BlipVisionConfig { HiddenSize = 768, IntermediateSize = 3072, NumHiddenLayers = 12, NumAttentionHeads = 12, ImageSize = 384, PatchSize = 16 },
+        Text = new BlipTextConfig { VocabSize = 30524, HiddenSize = 768, EncoderHiddenSize = 768, IntermediateSize = 3072, NumHiddenLayers = 12, NumAttentionHeads = 12, BosTokenId = 30522, SepTokenId = 102, PadTokenId = 0 },
+    };
+
+    /// <summary>A small model for quick checks.</summary>
+    public static BlipConfig Small => new()
+    {
+        Vision = new BlipVisionConfig { HiddenSize = 128, IntermediateSize = 256, NumHiddenLayers = 2, NumAttentionHeads = 4, ImageSize = 64, PatchSize = 8 },
+        Text = new BlipTextConfig { VocabSize = 1000, HiddenSize = 128, EncoderHiddenSize = 128, IntermediateSize = 256, NumHiddenLayers = 4, NumAttentionHeads = 4, BosTokenId = 998, SepTokenId = 3, PadTokenId = 0 },
+    };
+}

@@ -1,0 +1,28 @@
+using System.CommandLine;
+using Notice.Vlm.Checkpoints;
+using Notice.Vlm.Config;
+using Notice.Vlm.Processing;
+
+namespace Notice.Cli;
+
+/// <summary>Runs the command line; bad input ends in one clear line on stderr and exit code 2,
+/// never a stack trace.</summary>
+public static class CliErrors
+{
+    public static async Task<int> InvokeAsync(RootCommand root, string[] args)
+    {
+        try
+        {
+            return await root.Parse(args).InvokeAsync();
+        }
+        catch (Exception e) when (IsInputError(e))
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+    }
+
+    public static bool IsInputError(Exception e) => e is CheckpointException or ConfigException or ImageException
+        or ArgumentException or FileNotFoundException or DirectoryNotFoundException or InvalidDataException
+        or InvalidOperationException or FormatException or Notice.Core.Tasks.TaskInputException;
+}
