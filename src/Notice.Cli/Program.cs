@@ -4,6 +4,6 @@ using Notice.Cli.Commands;
 
 var root = new RootCommand("notice: causal interpretability of vision-language models (the NOTICE pipeline)");
 root.Add(AnswerCommand.Create());
-root.Add(PatchCommand.Create());
+//PATCH
 root.Add(BenchCommand.Create());
 return await CliErrors.InvokeAsync(root, args);
