@@ -24,5 +24,5 @@ public static class CliErrors
 
     public static bool IsInputError(Exception e) => e is CheckpointException or ConfigException or ImageException
         or ArgumentException or FileNotFoundException or DirectoryNotFoundException or InvalidDataException
-        or InvalidOperationException or FormatException;
+        or InvalidOperationException or FormatException or Notice.Core.Tasks.TaskInputException;
 }

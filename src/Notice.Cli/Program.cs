@@ -4,6 +4,6 @@ using Notice.Cli.Commands;
 
 var root = new RootCommand("notice: causal interpretability of vision-language models (the NOTICE pipeline)");
 root.Add(AnswerCommand.Create());
-//PATCH
+root.Add(PatchCommand.Create());
 root.Add(BenchCommand.Create());
 return await CliErrors.InvokeAsync(root, args);
