@@ -28,7 +28,8 @@ public sealed class LocalRunner
     {
         var clock = Stopwatch.StartNew();
         Directory.CreateDirectory(outDir);
-        var records = PairsManifest.Read(spec.PairsPath).ToList();
+        // Images are checked per sample as it runs, so one missing image fails that sample, not the run.
+        var records = PairsManifest.Read(spec.PairsPath, checkImages: false).ToList();
         if (spec.Samples is { } n) records = records.Take(n).ToList();
         var provenance = Provenance.Describe(spec, $"{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}");
         Provenance.WriteOrCheck(outDir, provenance);
@@ -39,12 +40,13 @@ public sealed class LocalRunner
         using var vqa = BlipVqa.Load(spec.ModelDir);
         var encoder = new BlipSampleEncoder(vqa, spec.PairsPath) { Warn = w => Log?.Invoke("warning: " + w) };
         using var engine = new BlipPatchingEngine(vqa.Model, spec.Patching);
+        CheckRanges(spec, engine);
         var resultsCsv = Path.Combine(outDir, ResultsTables.ResultsCsv);
         var completedPath = Path.Combine(outDir, CompletedFile);
         var baselineKeys = ResultsTables.Read<BaselineRow>(Path.Combine(outDir, ResultsTables.BaselinesCsv)).Select(b => (b.Sample, b.Mode)).ToHashSet();
 
-        // Totals are estimated from the first sample's prompt length; exact counts come as samples run.
-        long done = 0, failed = 0, total = 0;
+        long done = 0, failed = 0;
+        long total = PlannedUnits(spec, records, vqa, engine, completed);
         long ran = 0;
         var ranClock = Stopwatch.StartNew();
         bool interrupted = false;
@@ -91,7 +93,6 @@ public sealed class LocalRunner
                             failed++;
                             continue;
                         }
-                        total += units.Count;
                         var rows = new List<ResultRow>(units.Count);
                         foreach (var chunk in units.Chunk(Math.Max(1, spec.Patching.BatchSize)))
                         {
@@ -117,6 +118,30 @@ public sealed class LocalRunner
         }
         await Task.CompletedTask;
         return new RunSummary(outDir, runId, done, failed, records.Count, !interrupted, clock.Elapsed);
+    }
+
+    private static void CheckRanges(ExperimentSpec spec, BlipPatchingEngine engine)
+    {
+        foreach (var l in spec.Layers ?? [])
+            if (l >= engine.NumLayers) throw new ArgumentException($"--layers: layer {l} is out of range: the model has layers 0..{engine.NumLayers - 1}");
+        foreach (var h in spec.Heads ?? [])
+            if (h >= engine.NumHeads) throw new ArgumentException($"--heads: head {h} is out of range: layers have heads 0..{engine.NumHeads - 1}");
+    }
+
+    /// <summary>Units still to run, from the prompts' token counts (tokenising is cheap; no model pass).</summary>
+    private static long PlannedUnits(ExperimentSpec spec, List<PairRecord> records, BlipVqa vqa, BlipPatchingEngine engine, HashSet<string> completed)
+    {
+        long total = 0;
+        foreach (var r in records)
+        {
+            int positions = spec.Positions.Kind switch { "all" => vqa.Tokenizer.Encode(r.Prompt).Length, "answer" => 1, _ => spec.Positions.List!.Count };
+            int layers = spec.Layers?.Count ?? engine.NumLayers;
+            foreach (var mode in spec.Modes)
+                foreach (var site in spec.Sites)
+                    if (!completed.Contains(GroupKey(r.Id, mode.ToString().ToLowerInvariant(), site.Name)))
+                        total += (long)positions * layers * (site.PerHead ? spec.Heads?.Count ?? engine.NumHeads : 1);
+        }
+        return total;
     }
 
     private static string GroupKey(string sample, string mode, string site) => $"{sample}\t{mode}\t{site}";

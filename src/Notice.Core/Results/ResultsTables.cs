@@ -46,7 +46,12 @@ public static class ResultsTables
             csv.WriteHeader<T>();
             csv.NextRecord();
         }
-        csv.WriteRecords(rows);
+        foreach (var row in rows)
+        {
+            // Row by row: WriteRecords would add a header to every append.
+            csv.WriteRecord(row);
+            csv.NextRecord();
+        }
         writer.Flush();
         stream.Flush(flushToDisk: true);
     }
@@ -56,7 +61,6 @@ public static class ResultsTables
         var tmp = path + ".tmp";
         File.Delete(tmp);
         Append(tmp, rows);
-        if (!File.Exists(tmp)) Append(tmp, Array.Empty<T>());
         File.Move(tmp, path, overwrite: true);
     }
 
