@@ -5,5 +5,7 @@ using Notice.Cli.Commands;
 var root = new RootCommand("notice: causal interpretability of vision-language models (the NOTICE pipeline)");
 root.Add(AnswerCommand.Create());
 root.Add(PatchCommand.Create());
+root.Add(PrepareCommand.Create());
+root.Add(SelectCommand.Create());
 root.Add(BenchCommand.Create());
 return await CliErrors.InvokeAsync(root, args);
