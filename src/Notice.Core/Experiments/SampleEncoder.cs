@@ -1,6 +1,7 @@
 using Notice.Core.Patching;
 using Notice.Core.Tasks;
 using Notice.Vlm.Blip;
+using Notice.Vlm.Processing;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -13,18 +14,25 @@ public sealed record EncodedSample(PairRecord Record, PatchingInputs Inputs, str
 /// Turns a pairs-manifest record into BLIP inputs: images preprocessed, prompts tokenised, the
 /// answer tokens taken as the first WordPiece of each answer word (as the original does).
 /// </summary>
-public sealed class BlipSampleEncoder(BlipVqa vqa, string manifestPath)
+public sealed class BlipSampleEncoder(BlipVqa vqa, string manifestPath = "")
 {
     private readonly HashSet<string> _warned = new();
 
     /// <summary>Called once per answer word that splits into several pieces.</summary>
     public Action<string>? Warn { get; init; }
 
+    /// <summary>A manifest record, its images read from the files it names.</summary>
     public EncodedSample Encode(PairRecord record)
     {
         var r = PairsManifest.Resolve(manifestPath, record);
-        var clean = new ImageInput(r.Image, vqa.Pixels(r.Image));
-        var corrupt = new ImageInput(r.CorruptImage, vqa.Pixels(r.CorruptImage));
+        return Encode(r, ImageDecoder.Load(r.Image), r.Image, ImageDecoder.Load(r.CorruptImage), r.CorruptImage);
+    }
+
+    /// <summary>A record whose images are already decoded; the keys identify them for the image cache.</summary>
+    public EncodedSample Encode(PairRecord r, RgbImage image, string imageKey, RgbImage corruptImage, string corruptImageKey)
+    {
+        var clean = new ImageInput(imageKey, vqa.Pixels(image));
+        var corrupt = new ImageInput(corruptImageKey, vqa.Pixels(corruptImage));
         var cleanIds = vqa.EncodeQuestion(r.Prompt);
         var corruptIds = r.CorruptPrompt is null ? null : vqa.EncodeQuestion(r.CorruptPrompt);
         long correct = AnswerToken(r.Answer), incorrect = AnswerToken(r.WrongAnswer);
@@ -34,7 +42,7 @@ public sealed class BlipSampleEncoder(BlipVqa vqa, string manifestPath)
         var tokens = ids.Select(i => vqa.Tokenizer.IdToToken((int)i)).ToArray();
         int answerPos = Array.IndexOf(ids, correct);
         var inputs = new PatchingInputs(clean, corrupt, cleanIds, corruptIds, correct, incorrect);
-        return new EncodedSample(record, inputs, tokens, vqa.Tokenizer.IdToToken((int)correct), vqa.Tokenizer.IdToToken((int)incorrect), answerPos);
+        return new EncodedSample(r, inputs, tokens, vqa.Tokenizer.IdToToken((int)correct), vqa.Tokenizer.IdToToken((int)incorrect), answerPos);
     }
 
     private long AnswerToken(string word)

@@ -67,6 +67,8 @@ public sealed class BlipPatchingEngine : IDisposable
     /// <summary>Runs the clean and corrupt passes of a sample once and keeps what patches need.</summary>
     public PreparedSample Prepare(PatchingInputs inputs, CorruptionMode mode)
     {
+        using var span = NoticeTelemetry.Source.StartActivity("clean and corrupt runs");
+        span?.SetTag("notice.mode", mode.ToString().ToLowerInvariant());
         using var noGrad = torch.no_grad();
         var (cleanIds, corruptIds, positions) = PromptIds(inputs, mode);
         var clean = ImageState(inputs.CleanImage);
@@ -175,6 +177,9 @@ public sealed class BlipPatchingEngine : IDisposable
 
     private PatchMetrics[] RunBatch(PreparedSample sample, string hook, int layer, bool perHead, PatchUnit[] units)
     {
+        using var span = NoticeTelemetry.Source.StartActivity("patched batch");
+        span?.SetTag("notice.hook", hook);
+        span?.SetTag("notice.units", units.Length);
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
         long n = units.Length;

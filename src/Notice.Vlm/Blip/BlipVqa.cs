@@ -56,7 +56,10 @@ public sealed class BlipVqa : IDisposable
     }
 
     /// <summary>pixel_values [1, 3, H, W] of an image file.</summary>
-    public Tensor Pixels(string imagePath) => ImageProcessor.Preprocess(ImageDecoder.Load(imagePath)).unsqueeze(0);
+    public Tensor Pixels(string imagePath) => Pixels(ImageDecoder.Load(imagePath));
+
+    /// <summary>pixel_values [1, 3, H, W] of a decoded image.</summary>
+    public Tensor Pixels(RgbImage image) => ImageProcessor.Preprocess(image).unsqueeze(0);
 
     public VqaAnswer Answer(string imagePath, string question)
     {

@@ -1,0 +1,207 @@
+using System.Diagnostics;
+using MessagePack;
+using Notice.Core;
+using Notice.Core.Experiments;
+using Notice.Core.Patching;
+using Notice.Core.Results;
+using Notice.Distributed;
+using OpenTelemetry;
+using OpenTelemetry.Trace;
+using StackExchange.Redis;
+
+namespace Notice.Tests;
+
+/// <summary>
+/// The distributed run's parts (planner, workers, aggregator) against a real redis-server, in this
+/// process: the same numbers as a local run, at-least-once delivery with effectively-once results,
+/// dead letters, restarts, and traces.
+/// </summary>
+public sealed class DistributedRunTests : IDisposable
+{
+    private readonly RedisServer _redis = new();
+    private readonly string _dir = Directory.CreateTempSubdirectory("notice-dist-").FullName;
+
+    public void Dispose()
+    {
+        _redis.Dispose();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private static ExperimentSpec Spec(string? pairs = null) => new()
+    {
+        ModelDir = Fixtures.BlipTiny,
+        PairsPath = pairs ?? Path.Combine(Fixtures.BlipTiny, "pairs.jsonl"),
+        Modes = [CorruptionMode.Image, CorruptionMode.Text],
+        Sites = [PatchSite.Mlp, PatchSite.CrossHeads],
+        Patching = new PatchingOptions { BatchSize = 16 },
+    };
+
+    private static WorkerOptions Worker(string run, string id) => new()
+    {
+        RunId = run, WorkerId = id, ClaimIdle = TimeSpan.FromMilliseconds(800), KeepAlive = TimeSpan.FromMilliseconds(200),
+        Heartbeat = TimeSpan.FromMilliseconds(300),
+    };
+
+    private async Task<List<ResultRow>> LocalRowsAsync(ExperimentSpec spec)
+    {
+        var outDir = Path.Combine(_dir, "local");
+        await new LocalRunner().RunAsync(spec, outDir, null, CancellationToken.None);
+        return ResultsTables.Read<ResultRow>(Path.Combine(outDir, ResultsTables.ResultsCsv));
+    }
+
+    private static void AssertSameUnits(List<ResultRow> expected, List<ResultRow> actual)
+    {
+        Assert.Equal(expected.Count, actual.Count);
+        Assert.Equal(actual.Count, actual.Select(r => r.Key).Distinct().Count());
+        var byKey = actual.ToDictionary(r => r.Key);
+        foreach (var e in expected)
+        {
+            var a = byKey[e.Key];
+            Assert.Equal(e.Token, a.Token);
+            Assert.Equal(e.ProbPatched, a.ProbPatched, 1e-6);
+            Assert.Equal(e.LogitDiff, a.LogitDiff, 1e-5);
+            Assert.Equal(e.PatchingEffect, a.PatchingEffect, 1e-5);
+        }
+    }
+
+    private async Task<RunAggregator> CompleteAsync(ConnectionMultiplexer redis, string run, string outDir, params Task[] workers)
+    {
+        var aggregator = new RunAggregator(redis, run, outDir);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        await aggregator.RunAsync(timeout.Token);
+        await Task.WhenAll(workers).WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.True(aggregator.Complete, "the run did not complete in time");
+        return aggregator;
+    }
+
+    [Fact]
+    public async Task TwoWorkersGiveTheLocalResultsUnitForUnit()
+    {
+        using var redis = _redis.Connect();
+        var (spec, enqueued) = await new RunPlanner(redis.GetDatabase()).PlanAsync(Spec(), "r1");
+        Assert.Equal(spec.TotalShards, enqueued);
+        var w1 = new WorkerLoop(redis, Worker("r1", "w1")).RunAsync(CancellationToken.None);
+        using var redis2 = _redis.Connect();
+        var w2 = new WorkerLoop(redis2, Worker("r1", "w2")).RunAsync(CancellationToken.None);
+        var outDir = Path.Combine(_dir, "dist");
+        await CompleteAsync(redis, "r1", outDir, w1, w2);
+        var rows = ResultsTables.Read<ResultRow>(Path.Combine(outDir, ResultsTables.ResultsCsv));
+        AssertSameUnits(await LocalRowsAsync(Spec()), rows);
+        Assert.Equal(4, ResultsTables.Read<BaselineRow>(Path.Combine(outDir, ResultsTables.BaselinesCsv)).Count);
+        Assert.True(File.Exists(Path.Combine(outDir, ResultsTables.ResultsParquet)));
+        // Both workers took part.
+        var workers = (await redis.GetDatabase().StreamRangeAsync(new RedisKeys("r1").Results))
+            .Select(e => MessagePackSerializer.Deserialize<ShardResultMessage>((byte[])e["m"]!).Worker).Distinct().ToList();
+        Assert.Equal(2, workers.Count);
+    }
+
+    [Fact]
+    public async Task PlanningTwiceEnqueuesNothingTwice()
+    {
+        using var redis = _redis.Connect();
+        var planner = new RunPlanner(redis.GetDatabase());
+        var (spec, first) = await planner.PlanAsync(Spec(), "r2");
+        var (_, second) = await planner.PlanAsync(Spec(), "r2");
+        Assert.Equal(spec.TotalShards, first);
+        Assert.Equal(0, second);
+        Assert.Equal(spec.TotalShards, await redis.GetDatabase().StreamLengthAsync(new RedisKeys("r2").Work));
+    }
+
+    [Fact]
+    public async Task AShardRedeliveredAfterItsWriteAddsNothing()
+    {
+        using var redis = _redis.Connect();
+        var (spec, _) = await new RunPlanner(redis.GetDatabase()).PlanAsync(Spec(), "r3");
+        string? victim = null;
+        // The first worker dies after writing its first shard's results, before XACK.
+        var dying = new WorkerLoop(redis, Worker("r3", "dies") with { DieAfterWrite = s => { victim ??= s; return true; } }).RunAsync(CancellationToken.None);
+        await dying.WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.NotNull(victim);
+        using var redis2 = _redis.Connect();
+        var survivor = new WorkerLoop(redis2, Worker("r3", "lives")).RunAsync(CancellationToken.None);
+        var outDir = Path.Combine(_dir, "redelivered");
+        await CompleteAsync(redis, "r3", outDir, survivor);
+        var db = redis.GetDatabase();
+        var keys = new RedisKeys("r3");
+        Assert.Equal(spec.TotalShards, await db.StreamLengthAsync(keys.Results));
+        Assert.Equal(0, (await db.StreamPendingAsync(keys.Work, RedisKeys.WorkersGroup)).PendingMessageCount);
+        AssertSameUnits(await LocalRowsAsync(Spec()), ResultsTables.Read<ResultRow>(Path.Combine(outDir, ResultsTables.ResultsCsv)));
+    }
+
+    [Fact]
+    public async Task APoisonSampleEndsInTheDeadLetterStreamAndTheRunCompletes()
+    {
+        foreach (var f in Directory.GetFiles(Fixtures.BlipTiny, "*.png")) File.Copy(f, Path.Combine(_dir, Path.GetFileName(f)));
+        File.WriteAllText(Path.Combine(_dir, "poison.png"), "not an image");
+        var lines = File.ReadAllLines(Path.Combine(Fixtures.BlipTiny, "pairs.jsonl")).ToList();
+        lines.Add(lines[0].Replace("shapes-circle-color", "poison").Replace("\"image\":\"red_circle_blue_square.png\"", "\"image\":\"poison.png\""));
+        var pairs = Path.Combine(_dir, "pairs.jsonl");
+        File.WriteAllLines(pairs, lines);
+        using var redis = _redis.Connect();
+        var (spec, _) = await new RunPlanner(redis.GetDatabase()).PlanAsync(Spec(pairs), "r4");
+        var worker = new WorkerLoop(redis, Worker("r4", "w")).RunAsync(CancellationToken.None);
+        var outDir = Path.Combine(_dir, "poisoned");
+        var aggregator = await CompleteAsync(redis, "r4", outDir, worker);
+        var dead = await redis.GetDatabase().StreamRangeAsync(new RedisKeys("r4").Dead);
+        var letters = dead.Select(e => MessagePackSerializer.Deserialize<DeadLetterMessage>((byte[])e["m"]!)).ToList();
+        Assert.NotEmpty(letters);
+        Assert.All(letters, d => Assert.Equal("poison", d.SampleId));
+        Assert.Contains("poison.png", letters[0].Error);
+        var status = aggregator.Status();
+        Assert.Equal(letters.Sum(d => d.Units), status.UnitsFailed);
+        Assert.Equal(spec.TotalUnits, status.UnitsDone + status.UnitsFailed);
+        var failures = ResultsTables.Read<FailureRow>(Path.Combine(outDir, ResultsTables.FailuresCsv));
+        Assert.Equal(letters.Count, failures.Count);
+        AssertSameUnits(await LocalRowsAsync(Spec()), ResultsTables.Read<ResultRow>(Path.Combine(outDir, ResultsTables.ResultsCsv)));
+    }
+
+    [Fact]
+    public async Task CoordinatorAndAggregatorRestartsLoseNothing()
+    {
+        using var redis = _redis.Connect();
+        await new RunPlanner(redis.GetDatabase()).PlanAsync(Spec(), "r5");
+        // A first aggregator sees part of the run, then goes away.
+        var first = new RunAggregator(redis, "r5", Path.Combine(_dir, "agg"));
+        await first.RebuildAsync();
+        using var stopWorker = new CancellationTokenSource();
+        var worker = new WorkerLoop(redis, Worker("r5", "w")).RunAsync(stopWorker.Token);
+        var deadline = DateTime.UtcNow.AddMinutes(1);
+        while (first.Status().ShardsDone < 3 && DateTime.UtcNow < deadline) { await first.PollAsync(); await Task.Delay(20); }
+        Assert.True(first.Status().ShardsDone >= 3);
+        // The coordinator restarts and plans again: nothing is added twice.
+        var (_, again) = await new RunPlanner(redis.GetDatabase()).PlanAsync(Spec(), "r5");
+        Assert.Equal(0, again);
+        // A new aggregator rebuilds from Redis and finishes the run.
+        var outDir = Path.Combine(_dir, "agg");
+        await CompleteAsync(redis, "r5", outDir, worker);
+        AssertSameUnits(await LocalRowsAsync(Spec()), ResultsTables.Read<ResultRow>(Path.Combine(outDir, ResultsTables.ResultsCsv)));
+    }
+
+    [Fact]
+    public async Task ShardSpansAreChildrenOfTheRunTrace()
+    {
+        var spans = new List<Activity>();
+        using var tracer = Sdk.CreateTracerProviderBuilder().AddSource(NoticeTelemetry.Name).AddInMemoryExporter(spans).Build();
+        using var redis = _redis.Connect();
+        ActivityTraceId trace;
+        ActivitySpanId runSpan;
+        using (var run = NoticeTelemetry.Source.StartActivity("run"))
+        {
+            Assert.NotNull(run);
+            trace = run.TraceId;
+            runSpan = run.SpanId;
+            await new RunPlanner(redis.GetDatabase()).PlanAsync(Spec(), "r6");
+        }
+        // The worker runs with no ambient activity: its parent comes from the message's traceparent.
+        var worker = Task.Run(() => new WorkerLoop(redis, Worker("r6", "w")).RunAsync(CancellationToken.None));
+        await CompleteAsync(redis, "r6", Path.Combine(_dir, "traced"), worker);
+        tracer.ForceFlush();
+        var shards = spans.Where(s => s.DisplayName == "shard").ToList();
+        Assert.NotEmpty(shards);
+        Assert.All(shards, s => { Assert.Equal(trace, s.TraceId); Assert.Equal(runSpan, s.ParentSpanId); });
+        var batches = spans.Where(s => s.DisplayName == "patched batch").ToList();
+        Assert.NotEmpty(batches);
+        Assert.All(batches, b => Assert.Equal(trace, b.TraceId));
+        Assert.Contains(spans, s => s.DisplayName == "clean and corrupt runs" && s.TraceId == trace);
+    }
+}
