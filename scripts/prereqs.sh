@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the OS prerequisites Notice needs on Debian 12, and does nothing for what is present.
-#   scripts/prereqs.sh            runtime: libstdc++ >= GCC 13 (TorchSharp 0.107), redis-server
+#   scripts/prereqs.sh            runtime: libstdc++ >= GCC 13 (TorchSharp 0.107), redis-server, fonts for figures
 #   scripts/prereqs.sh --tests    also chromium (browser tests)
 set -euo pipefail
 
@@ -64,6 +64,8 @@ fi
 
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
+# Text in the figures of `notice analyze` (ScottPlot draws with the system's fonts).
+[[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || need+=(fonts-dejavu-core)
 if [[ $want_tests -eq 1 ]]; then
   command -v chromium >/dev/null || need+=(chromium)
 fi

@@ -7,5 +7,6 @@ root.Add(AnswerCommand.Create());
 root.Add(PatchCommand.Create());
 root.Add(PrepareCommand.Create());
 root.Add(SelectCommand.Create());
+root.Add(AnalyzeCommand.Create());
 root.Add(BenchCommand.Create());
 return await CliErrors.InvokeAsync(root, args);

@@ -1,0 +1,36 @@
+using Notice.Core.Patching;
+
+namespace Notice.Core.Analysis;
+
+/// <summary>The order tables and figures list sites and modes in: the order the README and the
+/// paper introduce them (MLP, self-attention, cross-attention; image, text, noise), names the
+/// code does not know last, alphabetically.</summary>
+public static class AnalysisOrder
+{
+    private static readonly string[] Modes = ["image", "text", "noise"];
+
+    public static int Site(string site)
+    {
+        int i = PatchSite.All.ToList().FindIndex(s => s.Name == site);
+        return i >= 0 ? i : int.MaxValue;
+    }
+
+    public static int Mode(string mode)
+    {
+        int i = Array.IndexOf(Modes, mode);
+        return i >= 0 ? i : int.MaxValue;
+    }
+
+    /// <summary>Sorts by model, task, mode, site: the grouping every table and figure uses.</summary>
+    public static IOrderedEnumerable<T> ByGroup<T>(this IEnumerable<T> items, Func<T, (string Model, string Task, string Mode, string Site)> key) =>
+        items.OrderBy(x => key(x).Model, StringComparer.Ordinal)
+             .ThenBy(x => key(x).Task, StringComparer.Ordinal)
+             .ThenBy(x => Mode(key(x).Mode)).ThenBy(x => key(x).Mode, StringComparer.Ordinal)
+             .ThenBy(x => Site(key(x).Site)).ThenBy(x => key(x).Site, StringComparer.Ordinal);
+
+    /// <summary>Head tables site by site, then by task and mode: how the per-table listings read.</summary>
+    public static IEnumerable<HeadTable> SiteMajor(IEnumerable<HeadTable> tables) =>
+        tables.OrderBy(t => Site(t.Site)).ThenBy(t => t.Site, StringComparer.Ordinal)
+              .ThenBy(t => t.Task, StringComparer.Ordinal)
+              .ThenBy(t => Mode(t.Mode)).ThenBy(t => t.Mode, StringComparer.Ordinal);
+}
