@@ -13,7 +13,8 @@ public static class CliErrors
     {
         try
         {
-            return await root.Parse(args).InvokeAsync();
+            // The default handler would print a stack trace: bad input gets one line instead.
+            return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
         catch (Exception e) when (IsInputError(e))
         {
