@@ -14,4 +14,6 @@ internal static class Activations
         "silu" => nn.functional.silu(x),
         _ => throw new NotSupportedException($"activation '{name}'"),
     };
+
+    public static bool Supports(string name) => name is "gelu" or "gelu_new" or "gelu_pytorch_tanh" or "quick_gelu" or "relu" or "silu";
 }

@@ -13,6 +13,9 @@ namespace Notice.Vlm.Hooks;
 ///   text.embed, text.blocks.{l}.resid_pre, text.blocks.{l}.attn.z [B,T,H,Dh], .attn.pattern [B,H,T,T],
 ///   .attn.out, .cross.z, .cross.pattern, .cross.out, .mlp.out, .resid_post   (BLIP text encoder)
 ///   decoder.blocks.{l}.*                                                      (BLIP answer decoder)
+///   LLaVA: vision.embed, projector.in, projector.hidden, projector.out (the image features),
+///   text.embed (the merged sequence), text.blocks.{l}.* without cross (the language model;
+///   .attn.pattern [B,H,T,S] over cached and new positions)
 /// </summary>
 public sealed class HookContext : IDisposable
 {

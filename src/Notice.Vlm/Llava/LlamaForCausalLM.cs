@@ -1,0 +1,24 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Notice.Vlm.Llava;
+
+/// <summary>LlamaForCausalLM: the decoder ("model") and its own, untied, output projection ("lm_head").</summary>
+public sealed class LlamaForCausalLM : nn.Module
+{
+    private readonly Linear _lmHead;
+
+    public LlamaModel Model { get; }
+
+    internal LlamaForCausalLM(LlamaConfig config, Placement at) : base("language_model")
+    {
+        Model = new LlamaModel(config, at);
+        _lmHead = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false, device: at.Device, dtype: at.DType);
+        register_module("model", Model);
+        register_module("lm_head", _lmHead);
+    }
+
+    /// <summary>Logits over every vocabulary row of final-normed hidden states, in float32 (as transformers returns them).</summary>
+    public Tensor Logits(Tensor lastHiddenState) => _lmHead.forward(lastHiddenState).to(ScalarType.Float32);
+}
