@@ -106,6 +106,9 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
         lock (_lock) return _results.TryAdd(r.ShardId, r);
     }
 
+    /// <summary>Shards received so far: lets readers cache what they derive from the tables.</summary>
+    public int Version { get { lock (_lock) return _results.Count + _dead.Count; } }
+
     public RunStatus Status()
     {
         lock (_lock)
@@ -147,11 +150,11 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
         if (OnComplete is not null) await OnComplete(outDir);
     }
 
-    /// <summary>The results folder, as `notice patch` writes it: results (CSV, Parquet), baselines, failures, provenance.</summary>
-    public async Task WriteResultsAsync()
+    /// <summary>The rows and baselines received so far, in the order a local run writes them
+    /// (sample, mode, site, then position, layer, head).</summary>
+    public async Task<(List<ResultRow> Rows, List<BaselineRow> Baselines)> CurrentTablesAsync()
     {
-        var spec = _spec ?? throw new InvalidOperationException($"run {runId} has no spec in Redis");
-        Directory.CreateDirectory(outDir);
+        var spec = _spec ?? await RunPlanner.LoadSpecAsync(_db, runId) ?? throw new InvalidOperationException($"run {runId} has no spec in Redis");
         var rows = new List<ResultRow>();
         var baselines = new Dictionary<(string, string), BaselineRow>();
         List<ShardResultMessage> results;
@@ -174,14 +177,22 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
                     ProbClean = b.ProbClean, ProbCorrupt = b.ProbCorrupt, LogitGapClean = b.LogitGapClean, LogitGapCorrupt = b.LogitGapCorrupt, Positions = b.Positions,
                 };
         }
-        // The same order as a local run writes: sample, mode, site, then position, layer, head.
         var order = spec.SampleIds.Select((id, i) => (id, i)).ToDictionary(x => x.id, x => x.i);
         rows = rows.OrderBy(r => order.GetValueOrDefault(r.Sample)).ThenBy(r => Array.IndexOf(spec.Modes, r.Mode)).ThenBy(r => Array.IndexOf(spec.Sites, r.Site))
             .ThenBy(r => r.Position).ThenBy(r => r.Layer).ThenBy(r => r.Head).ToList();
+        var baselineRows = baselines.Values.OrderBy(b => order.GetValueOrDefault(b.Sample)).ThenBy(b => Array.IndexOf(spec.Modes, b.Mode)).ToList();
+        return (rows, baselineRows);
+    }
+
+    /// <summary>The results folder, as `notice patch` writes it: results (CSV, Parquet), baselines, failures, provenance.</summary>
+    public async Task WriteResultsAsync()
+    {
+        var spec = _spec ?? throw new InvalidOperationException($"run {runId} has no spec in Redis");
+        Directory.CreateDirectory(outDir);
+        var (rows, baselines) = await CurrentTablesAsync();
         ResultsTables.Write(Path.Combine(outDir, ResultsTables.ResultsCsv), rows);
         await ResultsTables.WriteParquetAsync(Path.Combine(outDir, ResultsTables.ResultsParquet), rows);
-        ResultsTables.Write(Path.Combine(outDir, ResultsTables.BaselinesCsv),
-            baselines.Values.OrderBy(b => order.GetValueOrDefault(b.Sample)).ThenBy(b => Array.IndexOf(spec.Modes, b.Mode)));
+        ResultsTables.Write(Path.Combine(outDir, ResultsTables.BaselinesCsv), baselines);
         List<DeadLetterMessage> dead;
         lock (_lock) dead = _dead.Values.OrderBy(d => d.ShardId, StringComparer.Ordinal).ToList();
         ResultsTables.Write(Path.Combine(outDir, ResultsTables.FailuresCsv),

@@ -1,0 +1,28 @@
+using Notice.Core.Analysis;
+using Notice.Distributed;
+using StackExchange.Redis;
+
+namespace Notice.Aggregator;
+
+public sealed class AggregatorService(IConnectionMultiplexer redis, NoticeServiceOptions options, ILogger<AggregatorService> log) : BackgroundService
+{
+    public RunAggregator Aggregator { get; } = new(redis, options.Run, string.IsNullOrWhiteSpace(options.Out) ? Path.Combine("runs", options.Run) : options.Out)
+    {
+        Log = m => log.LogInformation("{Message}", m),
+        OnComplete = async dir =>
+        {
+            // Tables, figures and the HTML report, from the results files alone.
+            var files = await ReportWriter.WriteAsync(dir, dir);
+            log.LogInformation("report: {Report}", files.Report);
+        },
+    };
+
+    public IConnectionMultiplexer Redis => redis;
+
+    protected override async Task ExecuteAsync(CancellationToken stop)
+    {
+        log.LogInformation("aggregating run {Run} into {Out}", options.Run, Aggregator.OutDir);
+        try { await Aggregator.RunAsync(stop); }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested) { }
+    }
+}

@@ -1,0 +1,132 @@
+using MessagePack;
+using Notice.Core.Analysis;
+using Notice.Distributed;
+using StackExchange.Redis;
+
+namespace Notice.Aggregator;
+
+/// <summary>
+/// The live dashboard: one plain HTML page (no build step) polling a small JSON API for the run's
+/// progress and workers, and heatmaps rendered from the results received so far.
+/// </summary>
+public static class Dashboard
+{
+    private sealed record WorkerView(string Worker, string Device, string Host, double UnitsPerSecond, long UnitsDone, DateTime LastSeenUtc, double SecondsAgo);
+    private sealed record FigureView(string Id, string Title, int Width, int Height);
+
+    public static void MapDashboard(this WebApplication app)
+    {
+        app.MapGet("/", () => Results.Content(Page, "text/html; charset=utf-8"));
+        app.MapGet("/api/status", async (AggregatorService s) =>
+        {
+            var status = s.Aggregator.Status();
+            return Results.Json(new { run = status, workers = await WorkersAsync(s), figures = (await Figures(s)).Select(f => new FigureView(f.Id, f.Title, f.Figure.Width, f.Figure.Height)) });
+        });
+        app.MapGet("/api/figures/{id}.png", async (string id, AggregatorService s) =>
+        {
+            var figure = (await Figures(s)).FirstOrDefault(f => f.Id == id);
+            return figure.Figure is null ? Results.NotFound() : Results.File(figure.Figure.RenderPng(), "image/png");
+        });
+    }
+
+    private static async Task<List<WorkerView>> WorkersAsync(AggregatorService s)
+    {
+        var keys = new RedisKeys(s.Aggregator.RunId);
+        var db = s.Redis.GetDatabase();
+        var views = new List<WorkerView>();
+        foreach (var endpoint in s.Redis.GetEndPoints())
+        {
+            var server = s.Redis.GetServer(endpoint);
+            if (!server.IsConnected || server.IsReplica) continue;
+            await foreach (var key in server.KeysAsync(pattern: keys.WorkerPattern))
+            {
+                var v = await db.StringGetAsync(key);
+                if (!v.HasValue) continue;
+                var h = MessagePackSerializer.Deserialize<HeartbeatMessage>((byte[])v!);
+                views.Add(new WorkerView(h.Worker, h.Device, h.Host, h.UnitsPerSecond, h.UnitsDone, h.LastSeenUtc, (DateTime.UtcNow - h.LastSeenUtc).TotalSeconds));
+            }
+        }
+        return views.OrderBy(w => w.Worker, StringComparer.Ordinal).ToList();
+    }
+
+    private static readonly SemaphoreSlim FigureLock = new(1, 1);
+    private static (int Version, List<(string Id, string Title, HeatmapFigure Figure)> Figures) _cache = (-1, []);
+
+    /// <summary>Module-wise and head-wise heatmaps of the results so far (rebuilt when new shards arrive).</summary>
+    private static async Task<List<(string Id, string Title, HeatmapFigure Figure)>> Figures(AggregatorService s)
+    {
+        await FigureLock.WaitAsync();
+        try
+        {
+            int version = s.Aggregator.Version;
+            if (_cache.Version == version) return _cache.Figures;
+            var list = new List<(string, string, HeatmapFigure)>();
+            if (version > 0)
+            {
+                var (rows, _) = await s.Aggregator.CurrentTablesAsync();
+                foreach (var m in ModuleMap.FromResults(rows))
+                    list.Add((AnalysisFigures.FileName("module", m.Model, m.Task, m.Mode, m.Site).Replace(".png", ""), $"{m.Task}: {m.Site}, {m.Mode} corruption", AnalysisFigures.Module(m)));
+                foreach (var t in HeadTable.FromResults(rows))
+                    list.Add((AnalysisFigures.FileName("heads", t.Model, t.Task, t.Mode, t.Site).Replace(".png", ""), $"{t.Task}: {t.Site}, {t.Mode} corruption", AnalysisFigures.Heads(t)));
+            }
+            _cache = (version, list);
+            return list;
+        }
+        finally { FigureLock.Release(); }
+    }
+
+    private const string Page = """
+        <!doctype html>
+        <html lang="en"><head><meta charset="utf-8"><title>Notice: live run</title>
+        <style>
+          body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }
+          h1 { font-size: 1.4rem; } h2 { font-size: 1.1rem; margin-top: 1.5rem; }
+          .bar { width: 100%; max-width: 640px; height: 22px; background: #eee; border-radius: 4px; overflow: hidden; }
+          .fill { height: 100%; background: #2a7ab0; width: 0%; transition: width .3s; }
+          table { border-collapse: collapse; } td, th { padding: .2rem .7rem; border-bottom: 1px solid #ddd; text-align: left; }
+          .figs { display: flex; flex-wrap: wrap; gap: 1rem; } .figs figure { margin: 0; } .figs img { max-width: 520px; border: 1px solid #ddd; }
+          #state.done { color: #1a7f37; font-weight: bold; }
+        </style></head>
+        <body>
+        <h1>Notice run <span id="run"></span> <span id="state"></span></h1>
+        <div class="bar"><div class="fill" id="fill"></div></div>
+        <p id="progress">waiting for the run…</p>
+        <h2>Workers</h2>
+        <table><thead><tr><th>worker</th><th>device</th><th>host</th><th>units done</th><th>units/s</th><th>last seen</th></tr></thead><tbody id="workers"></tbody></table>
+        <h2>Heatmaps (filling in as results arrive)</h2>
+        <div class="figs" id="figs"></div>
+        <script>
+        const shown = {};
+        async function tick() {
+          try {
+            const r = await fetch('api/status'); const s = await r.json(); const run = s.run;
+            document.getElementById('run').textContent = run.runId;
+            const total = run.unitsTotal || 0, done = run.unitsDone + run.unitsFailed;
+            const pct = total ? Math.min(100, 100 * done / total) : 0;
+            document.getElementById('fill').style.width = pct.toFixed(1) + '%';
+            const eta = run.etaSeconds == null ? '–' : Math.round(run.etaSeconds) + ' s';
+            document.getElementById('progress').textContent =
+              `${pct.toFixed(1)}%: ${run.unitsDone} done, ${run.unitsFailed} failed of ${total} units; ${run.shardsDone + run.shardsDead}/${run.shardsTotal} shards; ${run.unitsPerSecond.toFixed(1)} units/s; ETA ${eta}`;
+            const state = document.getElementById('state');
+            state.textContent = run.complete ? 'complete' : 'running'; state.className = run.complete ? 'done' : '';
+            document.getElementById('workers').innerHTML = s.workers.map(w =>
+              `<tr><td>${w.worker}</td><td>${w.device}</td><td>${w.host}</td><td>${w.unitsDone}</td><td>${w.unitsPerSecond.toFixed(1)}</td><td>${w.secondsAgo.toFixed(0)} s ago</td></tr>`).join('');
+            const figs = document.getElementById('figs');
+            for (const f of s.figures) {
+              let img = shown[f.id];
+              if (!img) {
+                const fig = document.createElement('figure'); img = document.createElement('img'); img.alt = f.title; img.className = 'heatmap';
+                const cap = document.createElement('figcaption'); cap.textContent = f.title;
+                fig.appendChild(img); fig.appendChild(cap); figs.appendChild(fig); shown[f.id] = img;
+              }
+              img.src = `api/figures/${f.id}.png?v=${run.shardsDone}`;
+            }
+            if (run.complete) return;
+          } catch (e) { document.getElementById('progress').textContent = 'cannot reach the aggregator: ' + e; }
+          setTimeout(tick, 1000);
+        }
+        tick();
+        </script>
+        </body></html>
+        """;
+}

@@ -1,0 +1,9 @@
+using Notice.Coordinator;
+
+// The coordinator: stores the run and its samples in Redis and enqueues its shards, then keeps the
+// run's root span open until the aggregator marks the run complete.
+var builder = Host.CreateApplicationBuilder(args);
+builder.AddServiceDefaults();
+builder.AddRedisClient("redis");
+builder.Services.AddHostedService<CoordinatorService>();
+builder.Build().Run();

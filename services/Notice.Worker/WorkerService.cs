@@ -1,0 +1,37 @@
+using Notice.Distributed;
+using StackExchange.Redis;
+
+namespace Notice.Worker;
+
+public sealed class WorkerService(IConnectionMultiplexer redis, IConfiguration configuration, IHostApplicationLifetime lifetime, ILogger<WorkerService> log)
+    : BackgroundService
+{
+    protected override async Task ExecuteAsync(CancellationToken stop)
+    {
+        var options = NoticeServiceOptions.From(configuration);
+        var id = options.WorkerId ?? $"{Environment.MachineName}-{Environment.ProcessId}";
+        log.LogInformation("worker {Worker} on {Device} for run {Run}", id, options.Device, options.Run);
+        try
+        {
+            var loop = new WorkerLoop(redis, new WorkerOptions
+            {
+                RunId = options.Run,
+                WorkerId = id,
+                Device = options.Device,
+                ModelPath = string.IsNullOrWhiteSpace(options.Model) ? null : options.Model,
+                ClaimIdle = TimeSpan.FromSeconds(options.ClaimIdleSeconds),
+                ExitWhenRunComplete = options.ExitWhenDone,
+            })
+            { Log = m => log.LogWarning("{Message}", m) };
+            await loop.RunAsync(stop);
+            log.LogInformation("worker {Worker}: run {Run} has no work left", id, options.Run);
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested) { }
+        catch (Exception e)
+        {
+            log.LogError(e, "worker {Worker} failed", id);
+            Environment.ExitCode = 1;
+        }
+        lifetime.StopApplication();
+    }
+}
