@@ -11,7 +11,7 @@ namespace Notice.Aggregator;
 /// </summary>
 public static class Dashboard
 {
-    private sealed record WorkerView(string Worker, string Device, string Host, double UnitsPerSecond, long UnitsDone, DateTime LastSeenUtc, double SecondsAgo);
+    private sealed record WorkerView(string Worker, string Device, string Host, double UnitsPerSecond, long UnitsDone, DateTime LastSeenUtc, double SecondsAgo, bool Alive);
     private sealed record FigureView(string Id, string Title, int Width, int Height);
 
     public static void MapDashboard(this WebApplication app)
@@ -34,17 +34,11 @@ public static class Dashboard
         var keys = new RedisKeys(s.Aggregator.RunId);
         var db = s.Redis.GetDatabase();
         var views = new List<WorkerView>();
-        foreach (var endpoint in s.Redis.GetEndPoints())
+        foreach (var entry in await db.HashGetAllAsync(keys.Workers))
         {
-            var server = s.Redis.GetServer(endpoint);
-            if (!server.IsConnected || server.IsReplica) continue;
-            await foreach (var key in server.KeysAsync(pattern: keys.WorkerPattern))
-            {
-                var v = await db.StringGetAsync(key);
-                if (!v.HasValue) continue;
-                var h = MessagePackSerializer.Deserialize<HeartbeatMessage>((byte[])v!);
-                views.Add(new WorkerView(h.Worker, h.Device, h.Host, h.UnitsPerSecond, h.UnitsDone, h.LastSeenUtc, (DateTime.UtcNow - h.LastSeenUtc).TotalSeconds));
-            }
+            var h = MessagePackSerializer.Deserialize<HeartbeatMessage>((byte[])entry.Value!);
+            bool alive = await db.KeyExistsAsync(keys.Worker(h.Worker));
+            views.Add(new WorkerView(h.Worker, h.Device, h.Host, h.UnitsPerSecond, h.UnitsDone, h.LastSeenUtc, (DateTime.UtcNow - h.LastSeenUtc).TotalSeconds, alive));
         }
         return views.OrderBy(w => w.Worker, StringComparer.Ordinal).ToList();
     }
@@ -92,7 +86,7 @@ public static class Dashboard
         <div class="bar"><div class="fill" id="fill"></div></div>
         <p id="progress">waiting for the run…</p>
         <h2>Workers</h2>
-        <table><thead><tr><th>worker</th><th>device</th><th>host</th><th>units done</th><th>units/s</th><th>last seen</th></tr></thead><tbody id="workers"></tbody></table>
+        <table><thead><tr><th>worker</th><th>device</th><th>host</th><th>units done</th><th>units/s</th><th>last seen</th><th>state</th></tr></thead><tbody id="workers"></tbody></table>
         <h2>Heatmaps (filling in as results arrive)</h2>
         <div class="figs" id="figs"></div>
         <script>
@@ -110,7 +104,7 @@ public static class Dashboard
             const state = document.getElementById('state');
             state.textContent = run.complete ? 'complete' : 'running'; state.className = run.complete ? 'done' : '';
             document.getElementById('workers').innerHTML = s.workers.map(w =>
-              `<tr><td>${w.worker}</td><td>${w.device}</td><td>${w.host}</td><td>${w.unitsDone}</td><td>${w.unitsPerSecond.toFixed(1)}</td><td>${w.secondsAgo.toFixed(0)} s ago</td></tr>`).join('');
+              `<tr><td>${w.worker}</td><td>${w.device}</td><td>${w.host}</td><td>${w.unitsDone}</td><td>${w.unitsPerSecond.toFixed(1)}</td><td>${w.secondsAgo.toFixed(0)} s ago</td><td>${w.alive ? 'alive' : 'stopped'}</td></tr>`).join('');
             const figs = document.getElementById('figs');
             for (const f of s.figures) {
               let img = shown[f.id];

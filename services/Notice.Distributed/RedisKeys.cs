@@ -31,7 +31,9 @@ public sealed class RedisKeys(string runId)
     public string Failures => $"{P}:failures";
     /// <summary>HASH of the run's state as the aggregator sees it (units done, failed, total, complete, report).</summary>
     public string Status => $"{P}:status";
-    /// <summary>Worker heartbeat keys (expiring), one per worker.</summary>
+    /// <summary>HASH worker id -> its latest HeartbeatMessage (kept after the worker stops, for the dashboard).</summary>
+    public string Workers => $"{P}:workers";
+    /// <summary>Worker heartbeat keys (expiring), one per worker: a worker is alive while its key exists.</summary>
     public string Worker(string worker) => $"{P}:worker:{worker}";
     public string WorkerPattern => $"{P}:worker:*";
     /// <summary>SET of every run id.</summary>

@@ -85,6 +85,7 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
             delay = TimeSpan.FromMilliseconds(25);
             if (!await ProcessAsync(runner, entry.Value, cancel)) return;   // died on purpose (tests)
         }
+        await HeartbeatAsync();
         await _db.KeyDeleteAsync(_keys.Worker(options.WorkerId));
     }
 
@@ -252,7 +253,7 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
         return s;
     }
 
-    private Task HeartbeatAsync()
+    private async Task HeartbeatAsync()
     {
         var beat = new HeartbeatMessage
         {
@@ -260,7 +261,9 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
             UnitsPerSecond = _busy.Elapsed.TotalSeconds > 0 ? _unitsDone / _busy.Elapsed.TotalSeconds : 0,
             LastSeenUtc = DateTime.UtcNow, Host = Environment.MachineName,
         };
-        // Expires unless renewed: a worker that stops beating drops off the dashboard.
-        return _db.StringSetAsync(_keys.Worker(options.WorkerId), MessagePackSerializer.Serialize(beat), TimeSpan.FromSeconds(Math.Max(5, options.Heartbeat.TotalSeconds * 5)));
+        var bytes = MessagePackSerializer.Serialize(beat);
+        // The expiring key says the worker is alive; the hash keeps its last word for the dashboard.
+        await _db.StringSetAsync(_keys.Worker(options.WorkerId), bytes, TimeSpan.FromSeconds(Math.Max(5, options.Heartbeat.TotalSeconds * 5)));
+        await _db.HashSetAsync(_keys.Workers, options.WorkerId, bytes);
     }
 }
