@@ -25,6 +25,8 @@ public sealed class NoticeServiceOptions
     public long Seed { get; set; }
     public string Out { get; set; } = "";
     public string Device { get; set; } = "cpu";
+    /// <summary>Torch threads of a worker (0: torch's default, one per core).</summary>
+    public int Threads { get; set; }
     public string? WorkerId { get; set; }
     public bool ExitWhenDone { get; set; } = true;
     /// <summary>Seconds a pending shard may sit idle before another worker claims it.</summary>

@@ -10,6 +10,7 @@ public sealed class WorkerService(IConnectionMultiplexer redis, IConfiguration c
     {
         var options = NoticeServiceOptions.From(configuration);
         var id = options.WorkerId ?? $"{Environment.MachineName}-{Environment.ProcessId}";
+        if (options.Threads > 0) TorchSharp.torch.set_num_threads(options.Threads);
         log.LogInformation("worker {Worker} on {Device} for run {Run}", id, options.Device, options.Run);
         try
         {

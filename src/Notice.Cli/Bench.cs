@@ -18,4 +18,20 @@ internal static class Bench
         Console.WriteLine($"peak memory: {r.PeakMemoryBytes / (1024.0 * 1024 * 1024):F2} GiB");
         return 0;
     }
+
+    /// <summary>Throughput with 1, 2, ... worker processes and the scaling efficiency against one.</summary>
+    public static async Task<int> WorkersAsync(IReadOnlyList<int> counts, int repeat)
+    {
+        var root = Defaults.RepoRoot ?? throw new InvalidOperationException("bench --workers runs from the repository (Notice.sln not found)");
+        var fixture = Path.Combine(root, "tests", "fixtures", "blip-tiny");
+        var points = await Notice.Distributed.WorkerScalingBenchmark.RunAsync(root, fixture, Path.Combine(fixture, "pairs.jsonl"), repeat, counts, m => Console.Error.WriteLine(m));
+        Console.WriteLine($"machine: {Environment.ProcessorCount} cores; each worker a process with 1 torch thread; random BLIP (hidden 256, 4 layers, 8 heads, 96x96 images); redis-server on loopback");
+        var one = points.FirstOrDefault(p => p.Workers == 1);
+        foreach (var p in points)
+        {
+            var efficiency = one is null ? "" : $", scaling efficiency {p.UnitsPerSecond / (p.Workers * one.UnitsPerSecond):P0}";
+            Console.WriteLine($"{p.Workers} worker(s): {p.Units} units in {p.Seconds:F1} s = {p.UnitsPerSecond:F1} units/s{efficiency}");
+        }
+        return 0;
+    }
 }

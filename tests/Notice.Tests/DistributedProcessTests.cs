@@ -10,7 +10,7 @@ namespace Notice.Tests;
 /// and the aggregator's live dashboard in Debian's chromium.</summary>
 public sealed class DistributedProcessTests : IDisposable
 {
-    private readonly RedisServer _redis = new();
+    private readonly LocalRedisServer _redis = new();
     private readonly string _dir = Directory.CreateTempSubdirectory("notice-proc-").FullName;
 
     public void Dispose()
@@ -42,8 +42,8 @@ public sealed class DistributedProcessTests : IDisposable
     {
         using var redis = _redis.Connect();
         var (spec, _) = await new RunPlanner(redis.GetDatabase()).PlanAsync(Spec(), "kill");
-        using var a = new ServiceProcess("Notice.Worker", Env("kill", "a"));
-        using var b = new ServiceProcess("Notice.Worker", Env("kill", "b"));
+        using var a = new ServiceProcess(ServiceProcess.ProgramPath(Fixtures.Root, "Notice.Worker"), Env("kill", "a"));
+        using var b = new ServiceProcess(ServiceProcess.ProgramPath(Fixtures.Root, "Notice.Worker"), Env("kill", "b"));
         var keys = new RedisKeys("kill");
         var db = redis.GetDatabase();
         // Kill worker a once it has finished a shard and holds another.
@@ -77,11 +77,11 @@ public sealed class DistributedProcessTests : IDisposable
     {
         using var redis = _redis.Connect();
         await new RunPlanner(redis.GetDatabase()).PlanAsync(Spec(), "live");
-        int port = RedisServer.FreePort();
+        int port = LocalRedisServer.FreePort();
         var env = Env("live", "agg");
         env["ASPNETCORE_URLS"] = $"http://127.0.0.1:{port}";
-        using var aggregator = new ServiceProcess("Notice.Aggregator", env);
-        using var worker = new ServiceProcess("Notice.Worker", Env("live", "w"));
+        using var aggregator = new ServiceProcess(ServiceProcess.ProgramPath(Fixtures.Root, "Notice.Aggregator"), env);
+        using var worker = new ServiceProcess(ServiceProcess.ProgramPath(Fixtures.Root, "Notice.Worker"), Env("live", "w"));
 
         using var playwright = await Playwright.CreateAsync();
         await using var browser = await playwright.Chromium.LaunchAsync(Browsers.Headless);

@@ -18,7 +18,7 @@ namespace Notice.Tests;
 /// </summary>
 public sealed class DistributedRunTests : IDisposable
 {
-    private readonly RedisServer _redis = new();
+    private readonly LocalRedisServer _redis = new();
     private readonly string _dir = Directory.CreateTempSubdirectory("notice-dist-").FullName;
 
     public void Dispose()

@@ -1,9 +1,9 @@
 using System.Diagnostics;
 using System.Text;
 
-namespace Notice.Tests;
+namespace Notice.Distributed;
 
-/// <summary>A Notice service (coordinator, worker, aggregator) as a real process, built with the solution.</summary>
+/// <summary>A Notice service (coordinator, worker, aggregator) as a real process, from the solution's build output.</summary>
 public sealed class ServiceProcess : IDisposable
 {
     private readonly Process _process;
@@ -13,17 +13,23 @@ public sealed class ServiceProcess : IDisposable
     public bool HasExited => _process.HasExited;
     public int Id => _process.Id;
 
-    public ServiceProcess(string service, IReadOnlyDictionary<string, string> environment)
+    /// <summary>The service's built program under <paramref name="repoRoot"/>, in the same configuration
+    /// (Debug or Release) as the calling program.</summary>
+    public static string ProgramPath(string repoRoot, string service)
     {
-        // The same configuration as this test assembly (Debug or Release).
         var configuration = AppContext.BaseDirectory.Contains("/Release/") ? "Release" : "Debug";
-        var dll = Path.Combine(Fixtures.Root, "services", service, "bin", configuration, "net10.0", service + ".dll");
-        if (!File.Exists(dll)) throw new FileNotFoundException($"{dll}: build the solution first");
+        var dll = Path.Combine(repoRoot, "services", service, "bin", configuration, "net10.0", service + ".dll");
+        if (!File.Exists(dll)) throw new FileNotFoundException($"{dll}: build the solution first (dotnet build Notice.sln -c {configuration})");
+        return dll;
+    }
+
+    public ServiceProcess(string dll, IReadOnlyDictionary<string, string> environment)
+    {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         psi.ArgumentList.Add(dll);
         foreach (var (k, v) in environment) psi.Environment[k] = v;
         psi.Environment["DOTNET_ENVIRONMENT"] = "Development";
-        _process = Process.Start(psi) ?? throw new InvalidOperationException($"{service} did not start");
+        _process = Process.Start(psi) ?? throw new InvalidOperationException($"{dll} did not start");
         _process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (_output) _output.AppendLine(e.Data); };
         _process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (_output) _output.AppendLine(e.Data); };
         _process.BeginOutputReadLine();

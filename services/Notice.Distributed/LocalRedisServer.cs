@@ -3,11 +3,11 @@ using System.Net;
 using System.Net.Sockets;
 using StackExchange.Redis;
 
-namespace Notice.Tests;
+namespace Notice.Distributed;
 
-/// <summary>A real redis-server of the test's own: a free loopback port, a temporary data directory,
-/// append-only file on, stopped and removed on dispose.</summary>
-public sealed class RedisServer : IDisposable
+/// <summary>A redis-server of our own (tests, benchmarks): a free loopback port, a temporary data
+/// directory, append-only file on; stopped and removed on dispose. Never assumes one is running.</summary>
+public sealed class LocalRedisServer : IDisposable
 {
     private readonly Process _process;
     private readonly string _dir;
@@ -15,7 +15,7 @@ public sealed class RedisServer : IDisposable
     public int Port { get; }
     public string ConnectionString => $"127.0.0.1:{Port},abortConnect=false";
 
-    public RedisServer()
+    public LocalRedisServer()
     {
         _dir = Directory.CreateTempSubdirectory("notice-redis-").FullName;
         Port = FreePort();
