@@ -19,10 +19,15 @@ public sealed class AggregatorService(IConnectionMultiplexer redis, NoticeServic
 
     public IConnectionMultiplexer Redis => redis;
 
+    public RunGauges Gauges { get; } = new(redis, options.Run);
+
     protected override async Task ExecuteAsync(CancellationToken stop)
     {
         log.LogInformation("aggregating run {Run} into {Out}", options.Run, Aggregator.OutDir);
+        var gauges = Gauges.RunAsync(TimeSpan.FromSeconds(2), stop);
         try { await Aggregator.RunAsync(stop); }
         catch (OperationCanceledException) when (stop.IsCancellationRequested) { }
+        // The gauges keep reporting (queue empty, workers gone) while the dashboard stays up.
+        await gauges;
     }
 }

@@ -20,7 +20,8 @@ public static class Dashboard
         app.MapGet("/api/status", async (AggregatorService s) =>
         {
             var status = s.Aggregator.Status();
-            return Results.Json(new { run = status, workers = await WorkersAsync(s), figures = (await Figures(s)).Select(f => new FigureView(f.Id, f.Title, f.Figure.Width, f.Figure.Height)) });
+            var (depth, pending, alive) = s.Gauges.Current;
+            return Results.Json(new { run = status, queue = new { depth, pending, workersAlive = alive }, workers = await WorkersAsync(s), figures = (await Figures(s)).Select(f => new FigureView(f.Id, f.Title, f.Figure.Width, f.Figure.Height)) });
         });
         app.MapGet("/api/figures/{id}.png", async (string id, AggregatorService s) =>
         {
@@ -100,7 +101,7 @@ public static class Dashboard
             document.getElementById('fill').style.width = pct.toFixed(1) + '%';
             const eta = run.etaSeconds == null ? '–' : Math.round(run.etaSeconds) + ' s';
             document.getElementById('progress').textContent =
-              `${pct.toFixed(1)}%: ${run.unitsDone} done, ${run.unitsFailed} failed of ${total} units; ${run.shardsDone + run.shardsDead}/${run.shardsTotal} shards; ${run.unitsPerSecond.toFixed(1)} units/s; ETA ${eta}`;
+              `${pct.toFixed(1)}%: ${run.unitsDone} done, ${run.unitsFailed} failed of ${total} units; ${run.shardsDone + run.shardsDead}/${run.shardsTotal} shards; ${run.unitsPerSecond.toFixed(1)} units/s; ETA ${eta}; queue: ${s.queue.depth} waiting, ${s.queue.pending} running; ${s.queue.workersAlive} workers alive`;
             const state = document.getElementById('state');
             state.textContent = run.complete ? 'complete' : 'running'; state.className = run.complete ? 'done' : '';
             document.getElementById('workers').innerHTML = s.workers.map(w =>
