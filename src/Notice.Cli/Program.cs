@@ -8,5 +8,6 @@ root.Add(PatchCommand.Create());
 root.Add(PrepareCommand.Create());
 root.Add(SelectCommand.Create());
 root.Add(AnalyzeCommand.Create());
+root.Add(AttentionCommand.Create());
 root.Add(BenchCommand.Create());
 return await CliErrors.InvokeAsync(root, args);

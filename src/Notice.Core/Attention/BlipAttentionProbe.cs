@@ -1,0 +1,57 @@
+using Notice.Core.Experiments;
+using Notice.Core.Tasks;
+using Notice.Vlm.Blip;
+using Notice.Vlm.Hooks;
+using Notice.Vlm.Processing;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Notice.Core.Attention;
+
+/// <summary>One sample's cross-attention from the correct answer's token to the image patches:
+/// every head's distribution over patches, [layer][head][patch], plus the mask coverage per patch.</summary>
+public sealed record SampleAttention(string Sample, string ImagePath, int Grid, double[][][] Patches, double[]? MaskFractions);
+
+/// <summary>
+/// Reads BLIP's cross-attention on clean inputs (text.blocks.{l}.cross.pattern) at the position of the
+/// correct answer's word in the prompt (the paper's choice for BLIP; the last question token when the
+/// answer does not occur in the prompt).
+/// </summary>
+public sealed class BlipAttentionProbe(BlipVqa vqa, string manifestPath)
+{
+    private readonly BlipSampleEncoder _encoder = new(vqa, manifestPath);
+
+    public SampleAttention Read(PairRecord record)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var sample = _encoder.Encode(record);
+        var model = vqa.Model;
+        using var hooks = new HookContext().RecordWhere(n => n.StartsWith("text.blocks.", StringComparison.Ordinal) && n.EndsWith(".cross.pattern", StringComparison.Ordinal));
+        var image = model.EncodeImage(sample.Inputs.CleanImage.Pixels);
+        var kv = model.TextEncoder.CrossKeysValues(image);
+        model.EncodeQuestion(sample.Inputs.CleanIds, null, kv, hooks);
+        int position = sample.AnswerPosition >= 0 ? sample.AnswerPosition : sample.CleanTokens.Length - 2;
+        int layers = model.Config.Text.NumHiddenLayers;
+        var patches = new double[layers][][];
+        for (int l = 0; l < layers; l++)
+        {
+            var pattern = hooks.Cache[$"text.blocks.{l}.cross.pattern"][0, .., position, 1..].to(ScalarType.Float64).cpu();   // [H, P], CLS left out
+            int h = (int)pattern.shape[0];
+            patches[l] = Enumerable.Range(0, h).Select(i => PatchAttention.Normalise(pattern[i].data<double>().ToArray())).ToArray();
+        }
+        int grid = model.Config.Vision.ImageSize / model.Config.Vision.PatchSize;
+        var resolved = PairsManifest.Resolve(manifestPath, record);
+        double[]? mask = resolved.Mask is { } m && File.Exists(m) ? MaskFractions(m, model.Config.Vision.ImageSize, grid) : null;
+        return new SampleAttention(record.Id, resolved.Image, grid, patches, mask);
+    }
+
+    /// <summary>The mask resized as the image is (the processor's size), object = bright pixels.</summary>
+    private static double[] MaskFractions(string maskPath, int size, int grid)
+    {
+        var mask = PilResize.Resize(ImageDecoder.Load(maskPath), size, size, PilFilter.Bilinear);
+        var bits = new bool[size * size];
+        for (int i = 0; i < bits.Length; i++) bits[i] = mask.Pixels[3 * i] + mask.Pixels[3 * i + 1] + mask.Pixels[3 * i + 2] >= 3 * 128;
+        return PatchAttention.MaskFractions(bits, size, grid);
+    }
+}
