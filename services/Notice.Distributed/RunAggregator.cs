@@ -144,10 +144,11 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
         lock (_lock) shards = _results.Count + _dead.Count;
         if (shards < _spec.TotalShards) return;
         await WriteResultsAsync();
+        // The report is written before the run is marked complete, so whoever sees "complete" finds it.
+        if (OnComplete is not null) await OnComplete(outDir);
         Complete = true;
         await _db.HashSetAsync(_keys.Status, [new("complete", "1"), new("report", Path.GetFullPath(Path.Combine(outDir, "report.html")))]);
         Log?.Invoke($"run {runId} complete: results in {Path.GetFullPath(outDir)}");
-        if (OnComplete is not null) await OnComplete(outDir);
     }
 
     /// <summary>The rows and baselines received so far, in the order a local run writes them
