@@ -1,5 +1,6 @@
 using Notice.Core.Benchmarks;
 using Notice.Vlm.Blip;
+using Notice.Vlm.Llava;
 
 namespace Notice.Cli;
 
@@ -9,14 +10,42 @@ internal static class Bench
     {
         var (config, name) = small ? (BlipConfigs.Small, "small BLIP (random weights)") : (BlipConfigs.VqaBase, "BLIP at blip-vqa-base shapes (random weights)");
         var r = PatchingBenchmark.Run(config, name, samples, plainUnits, log: m => Console.Error.WriteLine(m));
+        Print(r, $"head-wise cross-attention patching, {r.Samples} samples x {r.PromptTokens} prompt tokens x every layer and head");
+        return 0;
+    }
+
+    /// <summary>LLaVA: last-position head patching at llava-1.5-7b widths with reduced depth.</summary>
+    public static int RunLlava(int samples, int plainUnits, bool small, int layers, int visionLayers)
+    {
+        var (config, name) = small
+            ? (LlavaConfigs.Small, "small LLaVA (random weights)")
+            : (LlavaConfigs.At7BWidths(layers, visionLayers), $"LLaVA at llava-1.5-7b widths, {layers} of 32 decoder layers, {visionLayers} of 24 vision layers (random weights)");
+        var r = LlavaPatchingBenchmark.Run(config, name, samples, plainUnits, log: m => Console.Error.WriteLine(m));
+        Print(r, $"head-wise attention patching at the last position, {r.Samples} samples x every layer and head, {r.PromptTokens}-position sequences");
+        return 0;
+    }
+
+    /// <summary>LLaVA: peak memory of loading a float16 llava-1.5-7b-shaped checkpoint into float16.</summary>
+    public static int LoadTest(string folder, bool small)
+    {
+        var (config, name) = small ? (LlavaConfigs.Small, "small LLaVA (random float16 weights)") : (LlavaConfigs.Llava15_7B, "llava-1.5-7b shapes (random float16 weights)");
+        var r = LlavaLoadTest.Run(config, name, folder, log: m => Console.Error.WriteLine(m));
+        Console.WriteLine($"model:       {r.Model}, {r.Parameters / 1e9:F2} B parameters");
+        Console.WriteLine($"checkpoint:  {r.CheckpointBytes / 1e9:F2} GB in {r.Shards} float16 shards, written in {r.WriteSeconds:F0} s (deleted afterwards)");
+        Console.WriteLine($"load:        {r.LoadSeconds:F0} s into float16 on {Environment.ProcessorCount} cores");
+        Console.WriteLine($"memory:      resident before {Gib(r.RssBeforeBytes)}, peak while loading {Gib(r.PeakBytes)}{(r.PeakWasReset ? "" : " (peak of the whole process: it could not be reset)")}");
+        return 0;
+    }
+
+    private static void Print(BenchResult r, string workload)
+    {
         Console.WriteLine($"model:       {r.Model}");
-        Console.WriteLine($"workload:    head-wise cross-attention patching, {r.Samples} samples x {r.PromptTokens} prompt tokens x every layer and head");
+        Console.WriteLine($"workload:    {workload}");
         Console.WriteLine($"machine:     {Environment.ProcessorCount} cores, {r.Threads} torch threads, CPU float32");
         Console.WriteLine($"fast path:   {r.FastUnits} units in {r.FastSeconds:F1} s = {r.FastUnitsPerSecond:F1} units/s");
         Console.WriteLine($"plain path:  {r.PlainUnits} units in {r.PlainSeconds:F1} s = {r.PlainUnitsPerSecond:F3} units/s");
         Console.WriteLine($"ratio:       {r.Ratio:F0}x");
-        Console.WriteLine($"peak memory: {r.PeakMemoryBytes / (1024.0 * 1024 * 1024):F2} GiB");
-        return 0;
+        Console.WriteLine($"peak memory: {Gib(r.PeakMemoryBytes)}");
     }
 
     /// <summary>Throughput with 1, 2, ... worker processes and the scaling efficiency against one.</summary>
@@ -34,4 +63,5 @@ internal static class Bench
         }
         return 0;
     }
+    private static string Gib(long bytes) => $"{bytes / (1024.0 * 1024 * 1024):F2} GiB";
 }

@@ -2,20 +2,38 @@ using System.CommandLine;
 
 namespace Notice.Cli.Commands;
 
-/// <summary>notice bench: speed of the fast path against the plain path at real model shapes.</summary>
+/// <summary>notice bench: speed of the fast path against the plain path at real model shapes; for
+/// LLaVA also the peak memory of loading a 7B checkpoint.</summary>
 public static class BenchCommand
 {
     public static Command Create()
     {
+        var arch = new Option<string>("--arch") { Description = "blip (blip-vqa-base shapes) or llava (llava-1.5-7b widths, reduced depth)", DefaultValueFactory = _ => "blip" };
         var samples = new Option<int>("--samples") { Description = "samples to time", DefaultValueFactory = _ => 2 };
         var plainUnits = new Option<int>("--plain-units") { Description = "units timed on the plain path (it is slow)", DefaultValueFactory = _ => 3 };
-        var small = new Option<bool>("--small") { Description = "a small model instead of blip-vqa-base shapes (a quick check)" };
+        var small = new Option<bool>("--small") { Description = "a small model instead of the real shapes (a quick check)" };
+        var layers = new Option<int>("--layers") { Description = "llava: decoder layers (of llava-1.5-7b's 32)", DefaultValueFactory = _ => 4 };
+        var visionLayers = new Option<int>("--vision-layers") { Description = "llava: vision-tower layers (of 24; the second-to-last hidden state is read)", DefaultValueFactory = _ => 3 };
+        var loadTest = new Option<bool>("--load-test") { Description = "llava: write a random float16 llava-1.5-7b checkpoint (~14 GB), load it into float16, report the peak memory, delete it" };
+        var dir = new Option<string?>("--dir") { Description = "--load-test: where to write the checkpoint (an empty or new folder; default a new folder under the temp directory)" };
         var workers = new Option<string?>("--workers") { Description = "instead: distributed throughput with these worker-process counts, e.g. 1,2" };
         var repeat = new Option<int>("--repeat") { Description = "with --workers: the fixture pairs repeated this many times", DefaultValueFactory = _ => 8 };
-        var cmd = new Command("bench", "units per second of the fast and the plain patching paths") { samples, plainUnits, small, workers, repeat };
-        cmd.SetAction(async pr => pr.GetValue(workers) is { } w
-            ? await Bench.WorkersAsync(Notice.Core.Experiments.IntList.Parse(w, "--workers"), pr.GetValue(repeat))
-            : Bench.Run(pr.GetValue(samples), pr.GetValue(plainUnits), pr.GetValue(small)));
+        var cmd = new Command("bench", "units per second of the fast and the plain patching paths") { arch, samples, plainUnits, small, layers, visionLayers, loadTest, dir, workers, repeat };
+        cmd.SetAction(async pr =>
+        {
+            if (pr.GetValue(workers) is { } w)
+                return await Bench.WorkersAsync(Notice.Core.Experiments.IntList.Parse(w, "--workers"), pr.GetValue(repeat));
+            var a = pr.GetValue(arch);
+            if (a is not ("blip" or "llava")) throw new ArgumentException($"--arch: expected blip or llava, found '{a}'");
+            if (pr.GetValue(loadTest))
+            {
+                if (a != "llava") throw new ArgumentException("--load-test is a LLaVA test: add --arch llava");
+                return Bench.LoadTest(pr.GetValue(dir) ?? Path.Combine(Path.GetTempPath(), $"notice-llava-load-{Guid.NewGuid():N}"), pr.GetValue(small));
+            }
+            return a == "llava"
+                ? Bench.RunLlava(pr.GetValue(samples), pr.GetValue(plainUnits), pr.GetValue(small), pr.GetValue(layers), pr.GetValue(visionLayers))
+                : Bench.Run(pr.GetValue(samples), pr.GetValue(plainUnits), pr.GetValue(small));
+        });
         return cmd;
     }
 }

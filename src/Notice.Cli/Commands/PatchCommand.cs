@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Notice.Core.Experiments;
 using Notice.Core.Patching;
+using Notice.Vlm;
 using Spectre.Console;
 
 namespace Notice.Cli.Commands;
@@ -11,33 +12,38 @@ public static class PatchCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "model folder", DefaultValueFactory = _ => Defaults.Model };
+        var model = new Option<string>("--model") { Description = "model folder (BLIP or LLaVA, read from its config.json)", DefaultValueFactory = _ => Defaults.Model };
         var pairs = new Option<string>("--pairs") { Description = "pairs manifest (JSON Lines)", Required = true };
         var mode = new Option<string>("--mode") { Description = "corruption: image, text or noise (comma-separated for several)", DefaultValueFactory = _ => "image" };
-        var site = new Option<string>("--site") { Description = "mlp, attn, cross, mlp-out, heads:attn, heads:cross (comma-separated for several)", DefaultValueFactory = _ => "mlp" };
+        var site = new Option<string>("--site") { Description = "BLIP: mlp, attn, cross, mlp-out, heads:attn, heads:cross; LLaVA: layer, attn, mlp, heads:attn (comma-separated for several)", DefaultValueFactory = _ => "mlp" };
         var layers = new Option<string?>("--layers") { Description = "layers, e.g. 0-3,7 (default: all)" };
         var heads = new Option<string?>("--heads") { Description = "heads for head sites (default: all)" };
-        var positions = new Option<string>("--positions") { Description = "all, answer, or a list of token positions", DefaultValueFactory = _ => "all" };
+        var positions = new Option<string>("--positions") { Description = "all, answer, last, or a list of token positions (default: all; LLaVA head sites: last)", DefaultValueFactory = _ => "default" };
         var samples = new Option<int?>("--samples") { Description = "the first N samples of the manifest" };
         var compat = new Option<string>("--compat") { Description = "default (masks applied) or original (the NOTICE code's quirks)", DefaultValueFactory = _ => "default" };
         var batch = new Option<int>("--batch-size") { Description = "units per forward pass", DefaultValueFactory = _ => 64 };
         var noise = new Option<double>("--noise") { Description = "noise mode: standard deviations of noise", DefaultValueFactory = _ => 3.0 };
         var seed = new Option<long>("--seed") { Description = "noise seed", DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--out") { Description = "results folder (resumed if it exists)", Required = true };
+        var dtype = AnswerCommand.DTypeOption();
         var cmd = new Command("patch", "run activation patching locally and write the results table")
-            { model, pairs, mode, site, layers, heads, positions, samples, compat, batch, noise, seed, output };
+            { model, pairs, mode, site, layers, heads, positions, samples, compat, batch, noise, seed, output, dtype };
         cmd.SetAction(async (pr, cancel) =>
         {
+            var modelDir = pr.GetValue(model)!;
+            var architecture = VlmModel.ArchitectureOf(modelDir);
+            VlmModel.ParseDType(pr.GetValue(dtype)!);   // a bad --dtype fails before the run starts
             var spec = new ExperimentSpec
             {
-                ModelDir = pr.GetValue(model)!,
+                ModelDir = modelDir,
                 PairsPath = pr.GetValue(pairs)!,
                 Modes = Split(pr.GetValue(mode)!).Select(ParseMode).ToList(),
-                Sites = Split(pr.GetValue(site)!).Select(PatchSite.Parse).ToList(),
+                Sites = Split(pr.GetValue(site)!).Select(s => PatchSite.Parse(s, architecture)).ToList(),
                 Layers = pr.GetValue(layers) is { } l ? IntList.Parse(l, "--layers") : null,
                 Heads = pr.GetValue(heads) is { } h ? IntList.Parse(h, "--heads") : null,
                 Positions = PositionSelection.Parse(pr.GetValue(positions)!),
                 Samples = pr.GetValue(samples),
+                DType = pr.GetValue(dtype)!,
                 Patching = new PatchingOptions
                 {
                     Compat = pr.GetValue(compat) switch

@@ -2,7 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using Notice.Core.Tasks;
-using Notice.Vlm.Blip;
+using Notice.Vlm;
 
 namespace Notice.Cli.Commands;
 
@@ -11,18 +11,19 @@ public static class SelectCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "model folder", DefaultValueFactory = _ => Defaults.Model };
+        var model = new Option<string>("--model") { Description = "model folder (BLIP or LLaVA)", DefaultValueFactory = _ => Defaults.Model };
         var pairs = new Option<string>("--pairs") { Description = "pairs manifest to select from", Required = true };
         var output = new Option<string>("--out") { Description = "selected manifest (JSON Lines); accuracy tables are written beside it", Required = true };
         var perTask = new Option<int>("--per-task") { Description = "samples kept per task", DefaultValueFactory = _ => 100 };
         var seed = new Option<int>("--seed") { Description = "random seed", DefaultValueFactory = _ => 0 };
-        var cmd = new Command("select", "keep correctly answered samples, balanced by category and answer order") { model, pairs, output, perTask, seed };
+        var dtype = AnswerCommand.DTypeOption();
+        var cmd = new Command("select", "keep correctly answered samples, balanced by category and answer order") { model, pairs, output, perTask, seed, dtype };
         cmd.SetAction(pr =>
         {
             var manifest = pr.GetValue(pairs)!;
             var outPath = Path.GetFullPath(pr.GetValue(output)!);
             var records = PairsManifest.Read(manifest);
-            using var vqa = BlipVqa.Load(pr.GetValue(model)!);
+            using var vqa = VlmModel.Load(pr.GetValue(model)!, VlmModel.ParseDType(pr.GetValue(dtype)!));
             var result = SampleSelector.Select(records, rs =>
             {
                 var items = rs.Select(r => (PairsManifest.ResolvePath(manifest, r.Image), r.Prompt)).ToList();

@@ -9,9 +9,12 @@ public static class AnalysisOrder
 {
     private static readonly string[] Modes = ["image", "text", "noise"];
 
+    /// <summary>LLaVA's whole-layer site, then the sites both families name (BLIP's order).</summary>
+    private static readonly List<string> Sites = PatchSite.Llava.Take(1).Concat(PatchSite.All).Select(s => s.Name).Distinct().ToList();
+
     public static int Site(string site)
     {
-        int i = PatchSite.All.ToList().FindIndex(s => s.Name == site);
+        int i = Sites.IndexOf(site);
         return i >= 0 ? i : int.MaxValue;
     }
 

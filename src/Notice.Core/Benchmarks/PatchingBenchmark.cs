@@ -76,15 +76,18 @@ public static class PatchingBenchmark
     }
 
     /// <summary>Peak resident memory of this process (VmHWM), where the OS reports it.</summary>
-    public static long PeakMemory()
+    public static long PeakMemory() => ProcessStatus("VmHWM") is > 0 and var peak ? peak : Process.GetCurrentProcess().PeakWorkingSet64;
+
+    /// <summary>A size field of /proc/self/status ("VmHWM:\t14914412 kB") in bytes; 0 where there is none.</summary>
+    public static long ProcessStatus(string field)
     {
         try
         {
             foreach (var line in File.ReadLines("/proc/self/status"))
-                if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-                    return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+                if (line.StartsWith(field + ":", StringComparison.Ordinal))
+                    return long.Parse(line[(field.Length + 1)..].Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[0]) * 1024;
         }
         catch (IOException) { }
-        return Process.GetCurrentProcess().PeakWorkingSet64;
+        return 0;
     }
 }

@@ -2,16 +2,22 @@ using Notice.Core.Patching;
 
 namespace Notice.Core.Experiments;
 
-/// <summary>Which token positions to patch: every prompt position, the answer word's, or a list.</summary>
+/// <summary>Which token positions to patch: every prompt position, the answer word's, the last one
+/// (where a causal model reads its answer), a list, or each site's default.</summary>
 public sealed record PositionSelection(string Kind, IReadOnlyList<int>? List = null)
 {
     public static readonly PositionSelection All = new("all");
     public static readonly PositionSelection Answer = new("answer");
+    public static readonly PositionSelection Last = new("last");
+    /// <summary>`all`, except LLaVA's head sites, which default to `last`.</summary>
+    public static readonly PositionSelection Default = new("default");
 
     public static PositionSelection Parse(string text) => text switch
     {
         "all" => All,
         "answer" => Answer,
+        "last" => Last,
+        "default" => Default,
         _ => new PositionSelection("list", IntList.Parse(text, "--positions")),
     };
 
@@ -49,10 +55,11 @@ public sealed record ExperimentSpec
     public IReadOnlyList<int>? Layers { get; init; }
     /// <summary>Null: every head (head sites only).</summary>
     public IReadOnlyList<int>? Heads { get; init; }
-    public PositionSelection Positions { get; init; } = PositionSelection.All;
+    public PositionSelection Positions { get; init; } = PositionSelection.Default;
     /// <summary>Null: every sample of the manifest.</summary>
     public int? Samples { get; init; }
     public PatchingOptions Patching { get; init; } = new();
     public string Device { get; init; } = "cpu";
+    /// <summary>float32, float16 or bfloat16: the dtype the model is loaded in.</summary>
     public string DType { get; init; } = "float32";
 }

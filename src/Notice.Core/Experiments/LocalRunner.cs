@@ -2,7 +2,8 @@ using System.Diagnostics;
 using Notice.Core.Patching;
 using Notice.Core.Results;
 using Notice.Core.Tasks;
-using Notice.Vlm.Blip;
+using Notice.Vlm;
+using TorchSharp;
 
 namespace Notice.Core.Experiments;
 
@@ -14,9 +15,10 @@ public sealed record RunSummary(string OutDir, string RunId, long Units, long Fa
 
 /// <summary>
 /// Runs an experiment in this process (no Redis): every selected sample x mode x site through the
-/// patching engine, writing results as it goes. Each (sample, mode, site) group is appended to
-/// results.csv and then marked in completed.txt, so an interrupted run keeps what it finished and
-/// a second run with the same output folder resumes from there.
+/// patching engine of the model's family (BLIP or LLaVA, read from its config.json), writing
+/// results as it goes. Each (sample, mode, site) group is appended to results.csv and then marked
+/// in completed.txt, so an interrupted run keeps what it finished and a second run with the same
+/// output folder resumes from there.
 /// </summary>
 public sealed class LocalRunner
 {
@@ -37,16 +39,17 @@ public sealed class LocalRunner
         string model = Path.GetFileName(Path.GetFullPath(spec.ModelDir).TrimEnd('/'));
 
         var completed = ResumeState(outDir);
-        using var vqa = BlipVqa.Load(spec.ModelDir);
-        var encoder = new BlipSampleEncoder(vqa, spec.PairsPath) { Warn = w => Log?.Invoke("warning: " + w) };
-        using var engine = new BlipPatchingEngine(vqa.Model, spec.Patching);
-        CheckRanges(spec, engine);
+        using var backend = PatchingBackend.Load(spec.ModelDir, spec.Patching, spec.PairsPath,
+            VlmModel.ParseDType(spec.DType), torch.device(spec.Device), w => Log?.Invoke("warning: " + w));
+        // Site names mean per-family things (LLaVA's mlp is its MLP output): resolve them for this model.
+        var sites = spec.Sites.Select(s => backend.Site(s.Name)).ToList();
+        CheckRanges(spec, backend);
         var resultsCsv = Path.Combine(outDir, ResultsTables.ResultsCsv);
         var completedPath = Path.Combine(outDir, CompletedFile);
         var baselineKeys = ResultsTables.Read<BaselineRow>(Path.Combine(outDir, ResultsTables.BaselinesCsv)).Select(b => (b.Sample, b.Mode)).ToHashSet();
 
         long done = 0, failed = 0;
-        long total = PlannedUnits(spec, records, vqa, engine, completed);
+        long total = PlannedUnits(spec, sites, records, backend, completed);
         long ran = 0;
         var ranClock = Stopwatch.StartNew();
         bool interrupted = false;
@@ -54,21 +57,21 @@ public sealed class LocalRunner
         {
             if (cancel.IsCancellationRequested) { interrupted = true; break; }
             EncodedSample sample;
-            try { sample = encoder.Encode(record); }
+            try { sample = backend.Encoder.Encode(record); }
             catch (Exception e) when (e is not OperationCanceledException)
             {
                 Fail(outDir, runId, record.Id, "*", "*", e);
-                failed += spec.Modes.Count * spec.Sites.Count;
+                failed += spec.Modes.Count * sites.Count;
                 continue;
             }
             foreach (var mode in spec.Modes)
             {
                 if (cancel.IsCancellationRequested) { interrupted = true; break; }
                 string modeName = mode.ToString().ToLowerInvariant();
-                var pending = spec.Sites.Where(s => !completed.Contains(GroupKey(record.Id, modeName, s.Name))).ToList();
+                var pending = sites.Where(s => !completed.Contains(GroupKey(record.Id, modeName, s.Name))).ToList();
                 if (pending.Count == 0) continue;
-                PreparedSample prepared;
-                try { prepared = engine.Prepare(sample.Inputs, mode); }
+                IPreparedSample prepared;
+                try { prepared = backend.Engine.Prepare(sample.Inputs, mode); }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {
                     Fail(outDir, runId, record.Id, modeName, "*", e);
@@ -85,7 +88,7 @@ public sealed class LocalRunner
                         List<PatchUnit> units;
                         try
                         {
-                            units = UnitPlanner.Plan(site, engine.NumLayers, engine.NumHeads, prepared.Positions, sample.AnswerPosition, spec.Layers, spec.Heads, spec.Positions);
+                            units = backend.Plan(site, sample, prepared, spec);
                         }
                         catch (ArgumentException e)
                         {
@@ -96,7 +99,7 @@ public sealed class LocalRunner
                         var rows = new List<ResultRow>(units.Count);
                         foreach (var chunk in units.Chunk(Math.Max(1, spec.Patching.BatchSize)))
                         {
-                            foreach (var r in engine.Run(prepared, chunk))
+                            foreach (var r in backend.Engine.Run(prepared, chunk))
                                 rows.Add(Row(runId, model, sample, modeName, r));
                             ran += chunk.Length;
                             progress?.Report(new RunProgress(done + rows.Count, failed, Math.Max(total, done + rows.Count), ran / Math.Max(1e-9, ranClock.Elapsed.TotalSeconds), $"{record.Id} {modeName} {site.Name}"));
@@ -120,27 +123,23 @@ public sealed class LocalRunner
         return new RunSummary(outDir, runId, done, failed, records.Count, !interrupted, clock.Elapsed);
     }
 
-    private static void CheckRanges(ExperimentSpec spec, BlipPatchingEngine engine)
+    private static void CheckRanges(ExperimentSpec spec, PatchingBackend backend)
     {
         foreach (var l in spec.Layers ?? [])
-            if (l >= engine.NumLayers) throw new ArgumentException($"--layers: layer {l} is out of range: the model has layers 0..{engine.NumLayers - 1}");
+            if (l >= backend.NumLayers) throw new ArgumentException($"--layers: layer {l} is out of range: the model has layers 0..{backend.NumLayers - 1}");
         foreach (var h in spec.Heads ?? [])
-            if (h >= engine.NumHeads) throw new ArgumentException($"--heads: head {h} is out of range: layers have heads 0..{engine.NumHeads - 1}");
+            if (h >= backend.NumHeads) throw new ArgumentException($"--heads: head {h} is out of range: layers have heads 0..{backend.NumHeads - 1}");
     }
 
     /// <summary>Units still to run, from the prompts' token counts (tokenising is cheap; no model pass).</summary>
-    private static long PlannedUnits(ExperimentSpec spec, List<PairRecord> records, BlipVqa vqa, BlipPatchingEngine engine, HashSet<string> completed)
+    private static long PlannedUnits(ExperimentSpec spec, List<PatchSite> sites, List<PairRecord> records, PatchingBackend backend, HashSet<string> completed)
     {
         long total = 0;
         foreach (var r in records)
-        {
-            int positions = spec.Positions.Kind switch { "all" => vqa.Tokenizer.Encode(r.Prompt).Length, "answer" => 1, _ => spec.Positions.List!.Count };
-            int layers = spec.Layers?.Count ?? engine.NumLayers;
             foreach (var mode in spec.Modes)
-                foreach (var site in spec.Sites)
+                foreach (var site in sites)
                     if (!completed.Contains(GroupKey(r.Id, mode.ToString().ToLowerInvariant(), site.Name)))
-                        total += (long)positions * layers * (site.PerHead ? spec.Heads?.Count ?? engine.NumHeads : 1);
-        }
+                        total += backend.EstimateUnits(r, site, spec);
         return total;
     }
 
@@ -175,7 +174,7 @@ public sealed class LocalRunner
         ResultsTables.Append(Path.Combine(outDir, ResultsTables.FailuresCsv), [new FailureRow { Run = runId, Sample = sample, Mode = mode, Site = site, Error = e.Message }]);
     }
 
-    private static BaselineRow Baseline(string runId, string model, EncodedSample s, string mode, PreparedSample p) => new()
+    private static BaselineRow Baseline(string runId, string model, EncodedSample s, string mode, IPreparedSample p) => new()
     {
         Run = runId, Model = model, Task = s.Record.Task, Category = s.Record.Category, Sample = s.Record.Id, Mode = mode,
         CorrectToken = s.CorrectToken, IncorrectToken = s.IncorrectToken,

@@ -8,13 +8,21 @@ using static TorchSharp.torch;
 namespace Notice.Core.Experiments;
 
 /// <summary>A manifest sample turned into model inputs, with the prompt's tokens for results.</summary>
-public sealed record EncodedSample(PairRecord Record, PatchingInputs Inputs, string[] CleanTokens, string CorrectToken, string IncorrectToken, int AnswerPosition);
+/// <param name="CleanTokens">the clean prompt's tokens, one per input id (a result's position indexes them)</param>
+/// <param name="AnswerPosition">the answer token's position in the clean prompt, -1 where it does not occur</param>
+public sealed record EncodedSample(PairRecord Record, PatchingInputs Inputs, string[] CleanTokens, string CorrectToken, string IncorrectToken, int AnswerPosition)
+{
+    /// <summary>Tokens of the prompt template before the question (LLaVA's "USER: &lt;image&gt;\n"); 0 for BLIP.</summary>
+    public int QuestionStart { get; init; }
+    /// <summary>The position of LLaVA's &lt;image&gt; token; -1 for BLIP.</summary>
+    public int ImagePosition { get; init; } = -1;
+}
 
 /// <summary>
-/// Turns a pairs-manifest record into BLIP inputs: images preprocessed, prompts tokenised, the
-/// answer tokens taken as the first WordPiece of each answer word (as the original does).
+/// Turns pairs-manifest records into one model family's inputs: images preprocessed, prompts
+/// tokenised, the answer tokens chosen as the family's original code chooses them.
 /// </summary>
-public sealed class BlipSampleEncoder(BlipVqa vqa, string manifestPath = "")
+public abstract class SampleEncoder(string manifestPath)
 {
     private readonly HashSet<string> _warned = new();
 
@@ -29,15 +37,36 @@ public sealed class BlipSampleEncoder(BlipVqa vqa, string manifestPath = "")
     }
 
     /// <summary>A record whose images are already decoded; the keys identify them for the image cache.</summary>
-    public EncodedSample Encode(PairRecord r, RgbImage image, string imageKey, RgbImage corruptImage, string corruptImageKey)
+    public abstract EncodedSample Encode(PairRecord r, RgbImage image, string imageKey, RgbImage corruptImage, string corruptImageKey);
+
+    /// <summary>Warns once per word that the answer splits and which piece stands for it.</summary>
+    protected void WarnOnce(string word, int pieces, string used, string how)
+    {
+        if (pieces > 1 && _warned.Add(word))
+            Warn?.Invoke($"answer '{word}' splits into {pieces} pieces; '{used}' is used ({how})");
+    }
+
+    protected static void CheckDistinct(PairRecord r, long correct, long incorrect)
+    {
+        if (correct == incorrect)
+            throw new ArgumentException($"sample {r.Id}: answer '{r.Answer}' and wrong answer '{r.WrongAnswer}' are read from the same token");
+    }
+}
+
+/// <summary>
+/// Turns a pairs-manifest record into BLIP inputs: images preprocessed, prompts tokenised, the
+/// answer tokens taken as the first WordPiece of each answer word (as the original does).
+/// </summary>
+public sealed class BlipSampleEncoder(BlipVqa vqa, string manifestPath = "") : SampleEncoder(manifestPath)
+{
+    public override EncodedSample Encode(PairRecord r, RgbImage image, string imageKey, RgbImage corruptImage, string corruptImageKey)
     {
         var clean = new ImageInput(imageKey, vqa.Pixels(image));
         var corrupt = new ImageInput(corruptImageKey, vqa.Pixels(corruptImage));
         var cleanIds = vqa.EncodeQuestion(r.Prompt);
         var corruptIds = r.CorruptPrompt is null ? null : vqa.EncodeQuestion(r.CorruptPrompt);
         long correct = AnswerToken(r.Answer), incorrect = AnswerToken(r.WrongAnswer);
-        if (correct == incorrect)
-            throw new ArgumentException($"sample {r.Id}: answer '{r.Answer}' and wrong answer '{r.WrongAnswer}' start with the same token");
+        CheckDistinct(r, correct, incorrect);
         var ids = cleanIds[0].data<long>().ToArray();
         var tokens = ids.Select(i => vqa.Tokenizer.IdToToken((int)i)).ToArray();
         int answerPos = Array.IndexOf(ids, correct);
@@ -49,8 +78,7 @@ public sealed class BlipSampleEncoder(BlipVqa vqa, string manifestPath = "")
     {
         var ids = vqa.Tokenizer.Encode(word);   // [CLS] pieces... [SEP]
         if (ids.Length < 3) throw new ArgumentException($"answer '{word}' has no tokens");
-        if (ids.Length > 3 && _warned.Add(word))
-            Warn?.Invoke($"answer '{word}' splits into {ids.Length - 2} word pieces; its first piece '{vqa.Tokenizer.IdToToken(ids[1])}' is used, as the original code does");
+        WarnOnce(word, ids.Length - 2, vqa.Tokenizer.IdToToken(ids[1]), "its first word piece, as the original code does");
         return ids[1];
     }
 }

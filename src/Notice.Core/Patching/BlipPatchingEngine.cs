@@ -5,41 +5,6 @@ using static TorchSharp.torch;
 
 namespace Notice.Core.Patching;
 
-/// <summary>How faithfully to reproduce the original NOTICE code's quirks.</summary>
-public enum CompatMode
-{
-    /// <summary>Correct: padding masks applied; a text pair whose prompts differ in token length is refused.</summary>
-    Default,
-    /// <summary>As the original: no text attention mask, prompts right-padded to the longer one with [PAD]
-    /// (attended), positions matched by index.</summary>
-    Original,
-}
-
-/// <summary>An image as the engine sees it: preprocessed pixels [1,3,H,W] and a key that identifies
-/// its content, so its vision pass and cross-attention keys/values are computed once.</summary>
-public sealed record ImageInput(string Key, Tensor Pixels);
-
-/// <summary>One sample's inputs for one corruption mode.</summary>
-/// <param name="CleanIds">clean prompt ids [1, T]</param>
-/// <param name="CorruptIds">corrupt prompt ids [1, T*] (text mode; ignored otherwise)</param>
-public sealed record PatchingInputs(ImageInput CleanImage, ImageInput? CorruptImage, Tensor CleanIds, Tensor? CorruptIds, long CorrectId, long IncorrectId);
-
-public sealed record PatchingOptions
-{
-    public CompatMode Compat { get; init; } = CompatMode.Default;
-    /// <summary>Units run in one forward pass (fast path).</summary>
-    public int BatchSize { get; init; } = 64;
-    /// <summary>Noise mode: noise standard deviation as a multiple of the embeddings' own.</summary>
-    public double NoiseMultiple { get; init; } = 3.0;
-    public long NoiseSeed { get; init; } = 0;
-    /// <summary>Images whose vision pass is kept (least recently used are dropped).</summary>
-    public int ImageCacheSize { get; init; } = 64;
-}
-
-/// <summary>A text-mode pair whose prompts tokenise to different lengths, in the default mode.</summary>
-public sealed class PromptLengthMismatchException(int clean, int corrupt)
-    : Exception($"the clean prompt has {clean} tokens and the corrupt prompt {corrupt}: text corruption needs equal token lengths so positions correspond (use --compat original to pad as the original code did)");
-
 /// <summary>
 /// NOTICE activation patching on BLIP's text encoder. The fast path (design.md §4): the vision
 /// encoder once per image and the cross-attention keys/values of its tokens once per image and
@@ -48,17 +13,21 @@ public sealed class PromptLengthMismatchException(int clean, int corrupt)
 /// layer; many units of one sample share one forward pass, each batch row its own patch. The plain
 /// path recomputes everything per unit, as the original does, and exists to check the fast one.
 /// </summary>
-public sealed class BlipPatchingEngine : IDisposable
+public sealed class BlipPatchingEngine : IPatchingEngine
 {
     private readonly BlipForQuestionAnswering _model;
     private readonly PatchingOptions _options;
-    private readonly Dictionary<string, (Tensor Embeds, CrossKeyValues[] Kv, long LastUse)> _images = new();
-    private long _clock;
+    private readonly ImageCache<(Tensor Embeds, CrossKeyValues[] Kv)> _images;
 
     public BlipPatchingEngine(BlipForQuestionAnswering model, PatchingOptions? options = null)
     {
         _model = model;
         _options = options ?? new PatchingOptions();
+        _images = new ImageCache<(Tensor Embeds, CrossKeyValues[] Kv)>(_options.ImageCacheSize, state =>
+        {
+            state.Embeds.Dispose();
+            foreach (var x in state.Kv) x.Dispose();
+        });
     }
 
     public int NumLayers => _model.Config.Text.NumHiddenLayers;
@@ -81,7 +50,7 @@ public sealed class BlipPatchingEngine : IDisposable
                 corruptKv = ImageState(inputs.CorruptImage).Kv;
                 break;
             case CorruptionMode.Noise:
-                noisyEmbeds = AddNoise(clean.Embeds);
+                noisyEmbeds = GaussianNoise.Add(clean.Embeds, _options.NoiseMultiple, _options.NoiseSeed);
                 corruptKv = _model.TextEncoder.CrossKeysValues(noisyEmbeds);
                 break;
             default:
@@ -120,42 +89,16 @@ public sealed class BlipPatchingEngine : IDisposable
     private Tensor PadRight(Tensor ids, int length) =>
         ids.shape[1] == length ? ids : torch.nn.functional.pad(ids, [0, length - ids.shape[1]], value: _model.Config.Text.PadTokenId);
 
-    private Tensor AddNoise(Tensor embeds)
+    private (Tensor Embeds, CrossKeyValues[] Kv) ImageState(ImageInput image) => _images.GetOrAdd(image.Key, () =>
     {
-        using var gen = new torch.Generator((ulong)_options.NoiseSeed);
-        var std = embeds.std().item<float>();
-        using var noise = torch.randn(embeds.shape, generator: gen, dtype: embeds.dtype).to(embeds.device);
-        var noisy = embeds + noise * (_options.NoiseMultiple * std);
-        noisy.DetachFromDisposeScope();
-        return noisy;
-    }
-
-    private (Tensor Embeds, CrossKeyValues[] Kv) ImageState(ImageInput image)
-    {
-        if (_images.TryGetValue(image.Key, out var hit))
-        {
-            _images[image.Key] = hit with { LastUse = ++_clock };
-            return (hit.Embeds, hit.Kv);
-        }
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
         var embeds = _model.EncodeImage(image.Pixels);
         var kv = _model.TextEncoder.CrossKeysValues(embeds);
-        embeds.MoveToOuterDisposeScope();
-        foreach (var x in kv) { x.Keys.MoveToOuterDisposeScope(); x.Values.MoveToOuterDisposeScope(); }
-        scope.Dispose();
         embeds.DetachFromDisposeScope();
         foreach (var x in kv) { x.Keys.DetachFromDisposeScope(); x.Values.DetachFromDisposeScope(); }
-        if (_images.Count >= _options.ImageCacheSize)
-        {
-            var oldest = _images.MinBy(kv => kv.Value.LastUse);
-            _images.Remove(oldest.Key);
-            oldest.Value.Embeds.Dispose();
-            foreach (var x in oldest.Value.Kv) x.Dispose();
-        }
-        _images[image.Key] = (embeds, kv, ++_clock);
         return (embeds, kv);
-    }
+    });
 
     /// <summary>The fast path: units grouped by (site, layer), each group run in batches from the cached
     /// corrupt stream entering that layer. Results come back in the order of <paramref name="units"/>.</summary>
@@ -242,6 +185,13 @@ public sealed class BlipPatchingEngine : IDisposable
         return results;
     }
 
+    IPreparedSample IPatchingEngine.Prepare(PatchingInputs inputs, CorruptionMode mode) => Prepare(inputs, mode);
+    UnitResult[] IPatchingEngine.Run(IPreparedSample sample, IReadOnlyList<PatchUnit> units) => Run(Own(sample), units);
+    UnitResult[] IPatchingEngine.RunPlain(IPreparedSample sample, IReadOnlyList<PatchUnit> units) => RunPlain(Own(sample), units);
+
+    private static PreparedSample Own(IPreparedSample sample) =>
+        sample as PreparedSample ?? throw new ArgumentException($"a {sample.GetType().Name} was prepared by another engine", nameof(sample));
+
     private void Validate(PreparedSample sample, IReadOnlyList<PatchUnit> units)
     {
         foreach (var u in units)
@@ -255,22 +205,14 @@ public sealed class BlipPatchingEngine : IDisposable
         }
     }
 
-    public void Dispose()
-    {
-        foreach (var (embeds, kv, _) in _images.Values)
-        {
-            embeds.Dispose();
-            foreach (var x in kv) x.Dispose();
-        }
-        _images.Clear();
-    }
+    public void Dispose() => _images.Clear();
 }
 
 /// <summary>What a sample's clean and corrupt runs leave for its patched runs.</summary>
 public sealed class PreparedSample(
     PatchingInputs inputs, CorruptionMode mode, int positions, Tensor cleanIds, Tensor corruptIds,
     HookContext clean, HookContext corrupt, CrossKeyValues[] corruptKv, Tensor? noisyEmbeds,
-    Tensor cleanLogits, Tensor corruptLogits, SampleBaseline baseline) : IDisposable
+    Tensor cleanLogits, Tensor corruptLogits, SampleBaseline baseline) : IPreparedSample
 {
     public PatchingInputs Inputs { get; } = inputs;
     public CorruptionMode Mode { get; } = mode;

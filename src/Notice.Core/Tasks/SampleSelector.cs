@@ -69,8 +69,16 @@ public static class SampleSelector
         }
     }
 
+    /// <summary>Exact match, ignoring case, surrounding space and one sentence-final period: LLaVA
+    /// answers "Answer in one word." with "Red." (BLIP answers carry no punctuation).</summary>
     public static bool IsExactMatch(string answer, string expected) =>
-        string.Equals(answer.Trim(), expected.Trim(), StringComparison.OrdinalIgnoreCase);
+        string.Equals(Normalize(answer), Normalize(expected), StringComparison.OrdinalIgnoreCase);
+
+    private static string Normalize(string text)
+    {
+        var t = text.Trim();
+        return t.EndsWith('.') ? t[..^1].TrimEnd() : t;
+    }
 
     /// <summary>True when the prompt names the correct option before the wrong one.</summary>
     public static bool CorrectFirst(PairRecord r) =>

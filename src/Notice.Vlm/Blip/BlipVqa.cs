@@ -16,9 +16,10 @@ public sealed record VqaAnswer(string Text, long[] Ids, float[] FirstStepLogits)
 /// A BLIP-VQA checkpoint folder ready to use: the model, its tokenizer and its image processor,
 /// as BlipProcessor + BlipForQuestionAnswering are used in transformers.
 /// </summary>
-public sealed class BlipVqa : IDisposable
+public sealed class BlipVqa : IVisionLanguageModel
 {
     public string Folder { get; }
+    public VlmArchitecture Architecture => VlmArchitecture.Blip;
     public BlipForQuestionAnswering Model { get; }
     public BlipTokenizer Tokenizer { get; }
     public BlipImageProcessor ImageProcessor { get; }
@@ -71,6 +72,12 @@ public sealed class BlipVqa : IDisposable
         var generated = Model.Generate(pixels, ids, torch.ones_like(ids))[0];
         var text = Tokenizer.Decode(generated.Select(i => (int)i));
         return new VqaAnswer(text, generated, logits[0].to(ScalarType.Float32).cpu().data<float>().ToArray());
+    }
+
+    VlmAnswer IVisionLanguageModel.Answer(string imagePath, string question)
+    {
+        var a = Answer(imagePath, question);
+        return new VlmAnswer(a.Text, a.Ids, a.FirstStepLogits);
     }
 
     /// <summary>Answers many (image, question) pairs in padded batches, as BlipProcessor with padding=True.</summary>

@@ -15,7 +15,8 @@ namespace Notice.Vlm.Hooks;
 ///   decoder.blocks.{l}.*                                                      (BLIP answer decoder)
 ///   LLaVA: vision.embed, projector.in, projector.hidden, projector.out (the image features),
 ///   text.embed (the merged sequence), text.blocks.{l}.* without cross (the language model;
-///   .attn.pattern [B,H,T,S] over cached and new positions)
+///   .attn.pattern [B,H,T,S] over cached and new positions), text.final_norm (the final RMSNorm's
+///   output: transformers' last hidden state)
 /// </summary>
 public sealed class HookContext : IDisposable
 {

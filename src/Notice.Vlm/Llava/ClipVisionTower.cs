@@ -168,8 +168,10 @@ internal sealed class ClipEncoderLayer : nn.Module
 
     public Tensor Forward(Tensor x, HookContext? hooks)
     {
+        // Intermediates freed per layer (see LlamaDecoderLayer.Forward).
+        using var scope = torch.NewDisposeScope();
         var h = x + _attn.Forward(_ln1.forward(x), hooks);
         h = h + _mlp.Forward(_ln2.forward(h));
-        return hooks.At(_residHook, h);
+        return hooks.At(_residHook, h).MoveToOuterDisposeScope();
     }
 }

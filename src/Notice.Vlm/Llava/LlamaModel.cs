@@ -16,7 +16,8 @@ public sealed record LlamaOutput(Tensor LastHiddenState, KeyValueCache[]? Cache)
 /// of RMSNorm, rotary self-attention, residual, RMSNorm, SiLU-gated MLP, residual; a final RMSNorm.
 /// Hook points per layer l: "text.blocks.{l}.resid_pre", the attention's (see
 /// <see cref="LlamaAttention"/>), "text.blocks.{l}.mlp.out", "text.blocks.{l}.resid_post" (the
-/// layer's raw output, before any final norm).
+/// layer's raw output, before any final norm), and "text.final_norm" (the final norm's output,
+/// transformers' last hidden state).
 /// </summary>
 public sealed class LlamaModel : nn.Module
 {
@@ -73,11 +74,11 @@ public sealed class LlamaModel : nn.Module
         var x = hidden;
         for (int l = fromLayer; l < _layers.Count; l++)
         {
-            (x, var layerCache) = _layers[l].Forward(x, angles, mask, past?[l], hooks);
-            if (cache is not null) cache[l] = layerCache;
-            else layerCache.Dispose();   // not wanted: free the keys/values now rather than at the end of the scope
+            (x, var layerCache) = _layers[l].Forward(x, angles, mask, past?[l], hooks, useCache);
+            if (cache is not null) cache[l] = layerCache!;
+            else layerCache?.Dispose();   // not wanted: free the keys/values now rather than at the end of the scope
         }
-        return new LlamaOutput(_norm.Forward(x), cache);
+        return new LlamaOutput(hooks.At("text.final_norm", _norm.Forward(x)), cache);
     }
 
     /// <summary>
@@ -127,13 +128,19 @@ internal sealed class LlamaDecoderLayer : nn.Module
         register_module("post_attention_layernorm", _postAttentionNorm);
     }
 
-    public (Tensor Output, KeyValueCache Cache) Forward(Tensor x, RotaryAngles angles, Tensor? mask, KeyValueCache? past, HookContext? hooks)
+    public (Tensor Output, KeyValueCache? Cache) Forward(Tensor x, RotaryAngles angles, Tensor? mask, KeyValueCache? past, HookContext? hooks, bool returnCache)
     {
+        // The layer's intermediates are freed when it is done, not when the whole pass is: a long
+        // prompt through many layers would otherwise hold every layer's activations at once.
+        using var scope = torch.NewDisposeScope();
         x = hooks.At(_residPreHook, x);
-        var (attn, cache) = _attn.Forward(_inputNorm.Forward(x), angles, mask, past, hooks);
+        var (attn, cache) = _attn.Forward(_inputNorm.Forward(x), angles, mask, past, hooks, returnCache);
         var h = x + attn;
         var mlp = hooks.At(_mlpHook, _mlp.Forward(_postAttentionNorm.Forward(h)));
-        return (hooks.At(_residPostHook, h + mlp), cache);
+        var output = hooks.At(_residPostHook, h + mlp);
+        cache?.Keys.MoveToOuterDisposeScope();
+        cache?.Values.MoveToOuterDisposeScope();
+        return (output.MoveToOuterDisposeScope(), cache);
     }
 }
 

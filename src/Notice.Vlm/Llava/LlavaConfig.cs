@@ -238,3 +238,29 @@ public sealed record LlavaConfig
         File.WriteAllText(configFile, o.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
     }
 }
+
+/// <summary>LLaVA shapes for benchmarks and load tests (random weights).</summary>
+public static class LlavaConfigs
+{
+    /// <summary>llava-hf/llava-1.5-7b-hf: CLIP ViT-L/14-336 (576 image features), LLaMA-7B (32 layers,
+    /// 32 heads, hidden 4096, MLP 11008), 32064 vocabulary rows.</summary>
+    public static LlavaConfig Llava15_7B => At7BWidths(32, 24);
+
+    /// <summary>llava-1.5-7b's widths with fewer decoder and vision-tower layers.</summary>
+    public static LlavaConfig At7BWidths(int textLayers, int visionLayers) => new()
+    {
+        Vision = ClipVisionConfig.LlavaDefault with { NumHiddenLayers = visionLayers },
+        Text = new LlamaConfig { VocabSize = 32064, NumHiddenLayers = textLayers, MaxPositionEmbeddings = 4096, RmsNormEps = 1e-5 },
+        ImageTokenIndex = 32000,
+        PadTokenId = 32001,
+    };
+
+    /// <summary>A small model for quick checks.</summary>
+    public static LlavaConfig Small => new()
+    {
+        Vision = new ClipVisionConfig { HiddenSize = 64, IntermediateSize = 128, NumHiddenLayers = 2, NumAttentionHeads = 4, ImageSize = 64, PatchSize = 8 },
+        Text = new LlamaConfig { VocabSize = 512, HiddenSize = 128, IntermediateSize = 256, NumHiddenLayers = 4, NumAttentionHeads = 8, NumKeyValueHeads = 8, MaxPositionEmbeddings = 512, RmsNormEps = 1e-5 },
+        ImageTokenIndex = 500,
+        PadTokenId = 501,
+    };
+}

@@ -16,9 +16,10 @@ public sealed record LlavaAnswer(string Text, long[] Ids, float[] LastLogits);
 /// A LLaVA-1.5 checkpoint folder ready to use: the model, its tokenizer and its image processor, as
 /// LlavaProcessor + LlavaForConditionalGeneration are used in transformers.
 /// </summary>
-public sealed class LlavaVqa : IDisposable
+public sealed class LlavaVqa : IVisionLanguageModel
 {
     public string Folder { get; }
+    public VlmArchitecture Architecture => VlmArchitecture.Llava;
     public LlavaForConditionalGeneration Model { get; }
     public LlamaTokenizer Tokenizer { get; }
     public ClipImageProcessor ImageProcessor { get; }
@@ -72,6 +73,33 @@ public sealed class LlavaVqa : IDisposable
         var text = Tokenizer.Decode(generated.Select(i => (int)i));
         var lastLogits = generation.StepLogits[0][0].cpu().data<float>().ToArray();
         return new LlavaAnswer(text, generated, lastLogits);
+    }
+
+    VlmAnswer IVisionLanguageModel.Answer(string imagePath, string question)
+    {
+        var a = Answer(imagePath, question);
+        return new VlmAnswer(a.Text, a.Ids, a.LastLogits);
+    }
+
+    /// <summary>
+    /// Answers many (image, question) pairs greedily, each question in the llava-1.5 template, in
+    /// batches left-padded as LlavaProcessor(padding=True) pads them.
+    /// </summary>
+    public IReadOnlyList<string> AnswerBatch(IReadOnlyList<(string Image, string Question)> items, int batchSize = 16)
+    {
+        var answers = new List<string>(items.Count);
+        foreach (var chunk in items.Chunk(Math.Max(1, batchSize)))
+        {
+            using var scope = torch.NewDisposeScope();
+            using var noGrad = torch.no_grad();
+            var pixels = ImageProcessor.Preprocess(chunk.Select(c => ImageDecoder.Load(c.Image)).ToList());
+            var prompts = chunk.Select(c => LlavaPrompt.Format(c.Question)).ToList();
+            foreach (var p in prompts) EncodePrompt(p).Dispose();   // one clear error for a prompt without exactly one <image>
+            var (ids, mask) = Tokenizer.EncodeBatch(prompts);
+            using var generation = Model.Generate(pixels, torch.tensor(ids), torch.tensor(mask), maxNewTokens: 10);
+            answers.AddRange(generation.NewIds.Select(g => Tokenizer.Decode(g.Select(i => (int)i))));
+        }
+        return answers;
     }
 
     public void Dispose() => Model.Dispose();

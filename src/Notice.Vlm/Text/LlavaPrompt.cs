@@ -6,5 +6,8 @@ public static class LlavaPrompt
     /// <summary>The placeholder token that LLaVA replaces by the image features.</summary>
     public const string ImageToken = "<image>";
 
-    public static string Format(string question) => $"USER: {ImageToken}\n{question} ASSISTANT:";
+    /// <summary>The template's part before the question.</summary>
+    public static string Prefix => $"USER: {ImageToken}\n";
+
+    public static string Format(string question) => $"{Prefix}{question} ASSISTANT:";
 }
