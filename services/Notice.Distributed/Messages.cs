@@ -51,7 +51,9 @@ public sealed class UnitMessage
     [Key(2)] public int Position { get; set; }
 }
 
-/// <summary>Work: units that share a sample, a mode and a site, so a worker reuses its cached runs.</summary>
+/// <summary>Work: the units of a sample, a mode and a site (head sites: one layer), so a worker reuses its
+/// cached runs. The worker plans the units itself with the model's backend (as a local run does), so
+/// positions are read from the prompt exactly as the model tokenises it; <see cref="Units"/> is empty then.</summary>
 [MessagePackObject]
 public sealed class ShardMessage
 {
@@ -63,6 +65,10 @@ public sealed class ShardMessage
     [Key(5)] public UnitMessage[] Units { get; set; } = [];
     /// <summary>W3C traceparent of the run's trace: every shard span is its child.</summary>
     [Key(6)] public string TraceParent { get; set; } = "";
+    /// <summary>Head sites are sharded by layer: the layer, else -1 (every layer).</summary>
+    [Key(7)] public int Layer { get; set; } = -1;
+    /// <summary>Units the planner expects (reported as failed if the shard is dead-lettered).</summary>
+    [Key(8)] public int EstimatedUnits { get; set; }
 }
 
 /// <summary>A finished shard: its result rows (and the sample's baseline), written once with its completion mark.</summary>

@@ -4,7 +4,7 @@ using Notice.Core;
 using Notice.Core.Experiments;
 using Notice.Core.Patching;
 using Notice.Core.Tasks;
-using Notice.Vlm.Text;
+using Notice.Vlm;
 using StackExchange.Redis;
 
 namespace Notice.Distributed;
@@ -29,14 +29,15 @@ public sealed class RunPlanner(IDatabase db)
     public async Task<(RunSpecMessage Spec, int Enqueued)> PlanAsync(ExperimentSpec spec, string runId, CancellationToken cancel = default)
     {
         var keys = new RedisKeys(runId);
+        // Sites were parsed as BLIP's by name; the run's model decides what a name means.
+        spec = spec with { Sites = spec.Sites.Select(s => PatchSite.Parse(s.Name, VlmModel.ArchitectureOf(spec.ModelDir))).ToList() };
         // Shards are children of the caller's run span, not of the planning span below.
         var runTrace = Activity.Current?.Id ?? "";
         using var span = NoticeTelemetry.Source.StartActivity("plan run", ActivityKind.Producer);
         var records = PairsManifest.Read(spec.PairsPath, checkImages: false).ToList();
         if (spec.Samples is { } n) records = records.Take(n).ToList();
-        var tokenizer = BlipTokenizer.Load(spec.ModelDir);
-        var config = Notice.Vlm.Blip.BlipConfig.Load(Path.Combine(spec.ModelDir, "config.json"));
-        int layers = config.Text.NumHiddenLayers, heads = config.Text.NumAttentionHeads;
+        // Tokenizer and config only: the coordinator never loads the weights (a 7B model stays on the workers).
+        var estimate = UnitEstimator.For(spec);
 
         // One trace per run: a re-planning coordinator keeps the trace it started first.
         var existing = await db.StringGetAsync(keys.Spec);
@@ -52,25 +53,18 @@ public sealed class RunPlanner(IDatabase db)
         {
             cancel.ThrowIfCancellationRequested();
             await db.HashSetAsync(keys.Samples, r.Id, MessagePackSerializer.Serialize(ToMessage(spec.PairsPath, r)));
-            var ids = tokenizer.Encode(r.Prompt);
-            var answer = tokenizer.Encode(r.Answer);
-            int answerPos = answer.Length > 2 ? Array.IndexOf(ids, answer[1]) : -1;
             foreach (var mode in spec.Modes)
                 foreach (var site in spec.Sites)
                 {
-                    List<PatchUnit> units;
-                    try { units = UnitPlanner.Plan(site, layers, heads, ids.Length, answerPos, spec.Layers, spec.Heads, spec.Positions); }
-                    catch (ArgumentException) { units = []; }   // e.g. no answer position: the worker reports it
-                    string mode_ = mode.ToString().ToLowerInvariant();
+                    string modeName = mode.ToString().ToLowerInvariant();
                     // Head sites split by layer: shards of comparable size spread over more workers.
-                    var groups = site.PerHead ? units.GroupBy(u => u.Layer).Select(g => (Suffix: $"|L{g.Key}", Units: g.ToList()))
-                                              : [(Suffix: "", Units: units)];
-                    foreach (var (suffix, us) in groups)
+                    var layers = site.PerHead ? (spec.Layers ?? Enumerable.Range(0, estimate.Layers).ToList()).Select(l => (int?)l) : [null];
+                    foreach (var layer in layers)
                         shards.Add(new ShardMessage
                         {
-                            RunId = runId, ShardId = $"{r.Id}|{mode_}|{site.Name}{suffix}", SampleId = r.Id, Mode = mode_, Site = site.Name,
-                            Units = us.Select(u => new UnitMessage { Layer = u.Layer, Head = u.Head, Position = u.Position }).ToArray(),
-                            TraceParent = traceParent,
+                            RunId = runId, ShardId = layer is { } l ? $"{r.Id}|{modeName}|{site.Name}|L{l}" : $"{r.Id}|{modeName}|{site.Name}",
+                            SampleId = r.Id, Mode = modeName, Site = site.Name, Layer = layer ?? -1, TraceParent = traceParent,
+                            EstimatedUnits = (int)(estimate.Units(r, site) / (layer is null ? 1 : spec.Layers?.Count ?? estimate.Layers)),
                         });
                 }
         }
@@ -81,7 +75,7 @@ public sealed class RunPlanner(IDatabase db)
             Layers = spec.Layers?.ToArray(), Heads = spec.Heads?.ToArray(), Positions = spec.Positions.ToString(),
             Compat = spec.Patching.Compat.ToString().ToLowerInvariant(), BatchSize = spec.Patching.BatchSize,
             NoiseMultiple = spec.Patching.NoiseMultiple, NoiseSeed = spec.Patching.NoiseSeed, TraceParent = traceParent,
-            TotalUnits = shards.Sum(s => (long)s.Units.Length), TotalShards = shards.Count,
+            TotalUnits = shards.Sum(s => (long)s.EstimatedUnits), TotalShards = shards.Count,
             SampleIds = records.Select(r => r.Id).ToArray(), PairsSha256 = Provenance.Sha256(spec.PairsPath),
         };
         // The spec goes in before the shards, so whoever reads a shard finds its run.

@@ -2,42 +2,49 @@ using System.Diagnostics;
 using Notice.Core.Experiments;
 using Notice.Core.Patching;
 using Notice.Core.Tasks;
-using Notice.Vlm.Blip;
+using Notice.Vlm;
 using Notice.Vlm.Processing;
+using TorchSharp;
 
 namespace Notice.Distributed;
 
 /// <summary>
-/// Runs shards of one run with the patching engine. The sample's clean and corrupt runs are kept
-/// for the shard that follows (shards of a sample arrive close together), and the engine keeps
-/// each image's vision pass, so most shards only pay for their patched runs.
+/// Runs shards of one run with the patching engine of whichever model the run names (BLIP or LLaVA,
+/// read from config.json). The sample's clean and corrupt runs are kept for the shard that follows
+/// (shards of a sample arrive close together), and the engine keeps each image's vision pass, so most
+/// shards only pay for their patched runs.
 /// </summary>
 public sealed class ShardRunner : IDisposable
 {
     private readonly RunSpecMessage _spec;
-    private readonly BlipVqa _vqa;
-    private readonly BlipSampleEncoder _encoder;
-    private readonly BlipPatchingEngine _engine;
-    private (string Sample, string Mode, EncodedSample Encoded, PreparedSample Prepared)? _last;
+    private readonly ExperimentSpec _experiment;
+    private readonly PatchingBackend _backend;
+    private (string Sample, string Mode, EncodedSample Encoded, IPreparedSample Prepared)? _last;
 
-    public ShardRunner(RunSpecMessage spec, string? modelPath = null)
+    public ShardRunner(RunSpecMessage spec, string? modelPath = null, string device = "cpu")
     {
         _spec = spec;
-        _vqa = BlipVqa.Load(modelPath ?? spec.Model);
-        _encoder = new BlipSampleEncoder(_vqa);
-        _engine = new BlipPatchingEngine(_vqa.Model, new PatchingOptions
+        var options = new PatchingOptions
         {
             Compat = spec.Compat == "original" ? CompatMode.Original : CompatMode.Default,
             BatchSize = spec.BatchSize,
             NoiseMultiple = spec.NoiseMultiple,
             NoiseSeed = spec.NoiseSeed,
-        });
+        };
+        var model = modelPath ?? spec.Model;
+        var torchDevice = device == "cpu" ? null : torch.device(device);
+        _backend = PatchingBackend.Load(model, options, device: torchDevice);
+        _experiment = new ExperimentSpec
+        {
+            ModelDir = model, PairsPath = "",
+            Layers = spec.Layers, Heads = spec.Heads, Positions = PositionSelection.Parse(spec.Positions), Patching = options,
+        };
     }
 
     public ShardResultMessage Run(ShardMessage shard, SampleMessage sample, string worker)
     {
         var clock = Stopwatch.StartNew();
-        var site = PatchSite.Parse(shard.Site);
+        var site = _backend.Site(shard.Site);
         var mode = shard.Mode switch
         {
             "image" => CorruptionMode.Image,
@@ -46,10 +53,11 @@ public sealed class ShardRunner : IDisposable
             _ => throw new ArgumentException($"unknown mode '{shard.Mode}'"),
         };
         var (encoded, prepared) = Prepare(sample, mode, shard.Mode);
-        if (shard.Units.Length == 0)
-            throw new ArgumentException($"sample {sample.Id}: no units could be planned for site {shard.Site} (positions {_spec.Positions})");
-        var units = shard.Units.Select(u => new PatchUnit(site, u.Layer, u.Head, u.Position)).ToList();
-        var results = _engine.Run(prepared, units);
+        var experiment = shard.Layer >= 0 ? _experiment with { Layers = [shard.Layer] } : _experiment;
+        var units = shard.Units.Length > 0
+            ? shard.Units.Select(u => new PatchUnit(site, u.Layer, u.Head, u.Position)).ToList()
+            : _backend.Plan(site, encoded, prepared, experiment);
+        var results = _backend.Engine.Run(prepared, units);
         return new ShardResultMessage
         {
             ShardId = shard.ShardId,
@@ -72,7 +80,7 @@ public sealed class ShardRunner : IDisposable
         };
     }
 
-    private (EncodedSample, PreparedSample) Prepare(SampleMessage sample, CorruptionMode mode, string modeName)
+    private (EncodedSample, IPreparedSample) Prepare(SampleMessage sample, CorruptionMode mode, string modeName)
     {
         if (_last is { } last && last.Sample == sample.Id && last.Mode == modeName) return (last.Encoded, last.Prepared);
         _last?.Prepared.Dispose();
@@ -84,8 +92,8 @@ public sealed class ShardRunner : IDisposable
         };
         var image = ImageDecoder.Decode(sample.Image, sample.ImageName);
         var corrupt = ImageDecoder.Decode(sample.CorruptImage, sample.CorruptImageName);
-        var encoded = _encoder.Encode(record, image, $"{sample.Id}:clean", corrupt, $"{sample.Id}:corrupt");
-        var prepared = _engine.Prepare(encoded.Inputs, mode);
+        var encoded = _backend.Encoder.Encode(record, image, $"{sample.Id}:clean", corrupt, $"{sample.Id}:corrupt");
+        var prepared = _backend.Engine.Prepare(encoded.Inputs, mode);
         _last = (sample.Id, modeName, encoded, prepared);
         return (encoded, prepared);
     }
@@ -93,7 +101,6 @@ public sealed class ShardRunner : IDisposable
     public void Dispose()
     {
         _last?.Prepared.Dispose();
-        _engine.Dispose();
-        _vqa.Dispose();
+        _backend.Dispose();
     }
 }

@@ -62,7 +62,7 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
     public async Task RunAsync(CancellationToken cancel)
     {
         var spec = await WaitForSpecAsync(cancel);
-        using var runner = new ShardRunner(spec, options.ModelPath);
+        using var runner = new ShardRunner(spec, options.ModelPath, options.Device);
         var delay = TimeSpan.FromMilliseconds(25);
         var lastClaim = Stopwatch.StartNew();
         var lastBeat = Stopwatch.StartNew();
@@ -235,7 +235,7 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
         var message = new DeadLetterMessage
         {
             ShardId = shard.ShardId, SampleId = shard.SampleId, Mode = shard.Mode, Site = shard.Site,
-            Units = shard.Units.Length, Error = error, Attempts = attempts, Worker = options.WorkerId,
+            Units = shard.Units.Length > 0 ? shard.Units.Length : shard.EstimatedUnits, Error = error, Attempts = attempts, Worker = options.WorkerId,
         };
         Log?.Invoke($"shard {shard.ShardId} dead-lettered: {error}");
         await _db.ScriptEvaluateAsync(DeadOnce, [_keys.DeadSet, _keys.Dead, _keys.Work],

@@ -96,6 +96,25 @@ public sealed class DistributedRunTests : IDisposable
     }
 
     [Fact]
+    public async Task ALlavaRunGivesTheLocalResults()
+    {
+        var spec = new ExperimentSpec
+        {
+            ModelDir = Fixtures.LlavaTiny,
+            PairsPath = Path.Combine(Fixtures.LlavaTiny, "pairs.jsonl"),
+            Modes = [CorruptionMode.Image, CorruptionMode.Text],
+            Sites = new[] { "layer", "mlp", "heads:attn" }.Select(s => PatchSite.Parse(s, Notice.Vlm.VlmArchitecture.Llava)).ToList(),
+        };
+        using var redis = _redis.Connect();
+        var (plan, _) = await new RunPlanner(redis.GetDatabase()).PlanAsync(spec, "llava");
+        var worker = new WorkerLoop(redis, Worker("llava", "w")).RunAsync(CancellationToken.None);
+        var outDir = Path.Combine(_dir, "llava");
+        var aggregator = await CompleteAsync(redis, "llava", outDir, worker);
+        Assert.Equal(plan.TotalUnits, aggregator.Status().UnitsDone);
+        AssertSameUnits(await LocalRowsAsync(spec), ResultsTables.Read<ResultRow>(Path.Combine(outDir, ResultsTables.ResultsCsv)));
+    }
+
+    [Fact]
     public async Task PlanningTwiceEnqueuesNothingTwice()
     {
         using var redis = _redis.Connect();
