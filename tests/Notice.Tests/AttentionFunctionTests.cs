@@ -83,4 +83,23 @@ public sealed class AttentionFunctionTests
         }
         finally { Directory.Delete(dir, recursive: true); }
     }
+
+    [Fact]
+    public void LlavaProbeReadsSelfAttentionFromTheLastTokenToTheImageFeatures()
+    {
+        var dir = Directory.CreateTempSubdirectory("notice-latt-").FullName;
+        try
+        {
+            var report = ShapesTaskGenerator.Generate(dir, [ShapesTaskGenerator.ColorTask], 2, imageSize: 48, seed: 2);
+            using var vqa = Notice.Vlm.Llava.LlavaVqa.Load(Fixtures.LlavaTiny);
+            var probe = new LlavaAttentionProbe(vqa, report.ManifestPath!);
+            var s = probe.Read(PairsManifest.Read(report.ManifestPath!)[0]);
+            Assert.Equal(4, s.Grid);                                   // 16 image features
+            Assert.Equal(3, s.Patches.Length);                         // decoder layers
+            Assert.All(s.Patches.SelectMany(l => l), h => Assert.Equal(1.0, h.Sum(), 1e-9));
+            Assert.NotNull(s.MaskFractions);
+            Assert.Contains(s.MaskFractions!, f => f > 0);
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
 }

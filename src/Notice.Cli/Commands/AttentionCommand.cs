@@ -4,7 +4,9 @@ using System.Text;
 using Notice.Core.Attention;
 using Notice.Core.Results;
 using Notice.Core.Tasks;
+using Notice.Vlm;
 using Notice.Vlm.Blip;
+using Notice.Vlm.Llava;
 
 namespace Notice.Cli.Commands;
 
@@ -26,8 +28,13 @@ public static class AttentionCommand
             var manifest = pr.GetValue(pairs)!;
             var outDir = pr.GetValue(output)!;
             var chosen = AttentionFunctions.ParseHeads(pr.GetValue(heads)!);
-            using var vqa = BlipVqa.Load(pr.GetValue(model)!);
-            var probe = new BlipAttentionProbe(vqa, manifest);
+            using var vlm = VlmModel.Load(pr.GetValue(model)!);
+            IAttentionProbe probe = vlm switch
+            {
+                BlipVqa blip => new BlipAttentionProbe(blip, manifest),
+                LlavaVqa llava => new LlavaAttentionProbe(llava, manifest),
+                _ => throw new ArgumentException($"no attention probe for {vlm.GetType().Name}"),
+            };
             var records = PairsManifest.Read(manifest).Take(pr.GetValue(samples)).ToList();
             var read = new List<SampleAttention>();
             foreach (var r in records)

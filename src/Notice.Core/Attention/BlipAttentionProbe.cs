@@ -8,16 +8,38 @@ using static TorchSharp.torch;
 
 namespace Notice.Core.Attention;
 
-/// <summary>One sample's cross-attention from the correct answer's token to the image patches:
+/// <summary>One sample's attention from the token where the answer is read to the image patches:
 /// every head's distribution over patches, [layer][head][patch], plus the mask coverage per patch.</summary>
 public sealed record SampleAttention(string Sample, string ImagePath, int Grid, double[][][] Patches, double[]? MaskFractions);
+
+/// <summary>Reads a model's attention to the image for a manifest record.</summary>
+public interface IAttentionProbe
+{
+    SampleAttention Read(PairRecord record);
+}
+
+/// <summary>What probes of every model share: the mask brought to the model's view of the image.</summary>
+public static class MaskView
+{
+    /// <summary>Fraction of each patch the mask covers, the mask processed as the image is
+    /// (<paramref name="toModelView"/>: the processor's resize and crop), object = bright pixels.</summary>
+    public static double[]? Fractions(string? maskPath, Func<RgbImage, RgbImage> toModelView, int grid)
+    {
+        if (maskPath is null || !File.Exists(maskPath)) return null;
+        var mask = toModelView(ImageDecoder.Load(maskPath));
+        if (mask.Width != mask.Height) throw new InvalidDataException($"{maskPath}: the processed mask is not square ({mask.Width}x{mask.Height})");
+        var bits = new bool[mask.Width * mask.Height];
+        for (int i = 0; i < bits.Length; i++) bits[i] = mask.Pixels[3 * i] + mask.Pixels[3 * i + 1] + mask.Pixels[3 * i + 2] >= 3 * 128;
+        return PatchAttention.MaskFractions(bits, mask.Width, grid);
+    }
+}
 
 /// <summary>
 /// Reads BLIP's cross-attention on clean inputs (text.blocks.{l}.cross.pattern) at the position of the
 /// correct answer's word in the prompt (the paper's choice for BLIP; the last question token when the
 /// answer does not occur in the prompt).
 /// </summary>
-public sealed class BlipAttentionProbe(BlipVqa vqa, string manifestPath)
+public sealed class BlipAttentionProbe(BlipVqa vqa, string manifestPath) : IAttentionProbe
 {
     private readonly BlipSampleEncoder _encoder = new(vqa, manifestPath);
 
@@ -42,16 +64,7 @@ public sealed class BlipAttentionProbe(BlipVqa vqa, string manifestPath)
         }
         int grid = model.Config.Vision.ImageSize / model.Config.Vision.PatchSize;
         var resolved = PairsManifest.Resolve(manifestPath, record);
-        double[]? mask = resolved.Mask is { } m && File.Exists(m) ? MaskFractions(m, model.Config.Vision.ImageSize, grid) : null;
+        var mask = MaskView.Fractions(resolved.Mask, vqa.ImageProcessor.Resize, grid);
         return new SampleAttention(record.Id, resolved.Image, grid, patches, mask);
-    }
-
-    /// <summary>The mask resized as the image is (the processor's size), object = bright pixels.</summary>
-    private static double[] MaskFractions(string maskPath, int size, int grid)
-    {
-        var mask = PilResize.Resize(ImageDecoder.Load(maskPath), size, size, PilFilter.Bilinear);
-        var bits = new bool[size * size];
-        for (int i = 0; i < bits.Length; i++) bits[i] = mask.Pixels[3 * i] + mask.Pixels[3 * i + 1] + mask.Pixels[3 * i + 2] >= 3 * 128;
-        return PatchAttention.MaskFractions(bits, size, grid);
     }
 }

@@ -1,0 +1,45 @@
+using Notice.Core.Experiments;
+using Notice.Core.Tasks;
+using Notice.Vlm.Hooks;
+using Notice.Vlm.Llava;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Notice.Core.Attention;
+
+/// <summary>
+/// Reads LLaVA's self-attention on clean inputs (text.blocks.{l}.attn.pattern) from the final prompt
+/// token (where the answer is read, the paper's choice for LLaVA) to the image features, which sit at
+/// the merged positions of the &lt;image&gt; token; the features form a square grid of patches.
+/// </summary>
+public sealed class LlavaAttentionProbe(LlavaVqa vqa, string manifestPath) : IAttentionProbe
+{
+    private readonly LlavaSampleEncoder _encoder = new(vqa, manifestPath);
+
+    public SampleAttention Read(PairRecord record)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var sample = _encoder.Encode(record);
+        var model = vqa.Model;
+        int features = model.Config.NumImageFeatures;
+        bool withCls = model.Config.VisionFeatureSelectStrategy == "full";
+        int grid = (int)Math.Round(Math.Sqrt(withCls ? features - 1 : features));
+        using var hooks = new HookContext().RecordWhere(n => n.StartsWith("text.blocks.", StringComparison.Ordinal) && n.EndsWith(".attn.pattern", StringComparison.Ordinal));
+        model.AnswerLogits(sample.Inputs.CleanImage.Pixels, sample.Inputs.CleanIds, null, hooks);
+        // The image features replace the <image> token: merged positions ImagePosition .. +features-1 (CLS first under "full").
+        int first = sample.ImagePosition + (withCls ? 1 : 0);
+        int layers = model.Config.Text.NumHiddenLayers;
+        var patches = new double[layers][][];
+        for (int l = 0; l < layers; l++)
+        {
+            var pattern = hooks.Cache[$"text.blocks.{l}.attn.pattern"];
+            var toImage = pattern[0, .., -1, first..(first + grid * grid)].to(ScalarType.Float64).cpu();   // [H, P]
+            int h = (int)toImage.shape[0];
+            patches[l] = Enumerable.Range(0, h).Select(i => PatchAttention.Normalise(toImage[i].data<double>().ToArray())).ToArray();
+        }
+        var resolved = PairsManifest.Resolve(manifestPath, record);
+        var mask = MaskView.Fractions(resolved.Mask, img => vqa.ImageProcessor.CenterCrop(vqa.ImageProcessor.Resize(img)), grid);
+        return new SampleAttention(record.Id, resolved.Image, grid, patches, mask);
+    }
+}
