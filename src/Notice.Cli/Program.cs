@@ -8,4 +8,5 @@ root.Add(PatchCommand.Create());
 root.Add(PrepareCommand.Create());
 root.Add(SelectCommand.Create());
 root.Add(BenchCommand.Create());
+root.Add(TrainShapesCommand.Create());
 return await CliErrors.InvokeAsync(root, args);
