@@ -10,4 +10,5 @@ root.Add(SelectCommand.Create());
 root.Add(AnalyzeCommand.Create());
 root.Add(AttentionCommand.Create());
 root.Add(BenchCommand.Create());
+root.Add(TrainShapesCommand.Create());
 return await CliErrors.InvokeAsync(root, args);

@@ -34,6 +34,24 @@ public static class ShapesTaskGenerator
     /// </summary>
     public static IReadOnlyList<string> SizeStrWords { get; } = ["large", "tiny", "huge", "little", "giant", "massive", "enormous", "miniature"];
 
+    /// <summary>A task's question: {0} and {1} stand for the two options.</summary>
+    /// <exception cref="ArgumentException">Unknown task.</exception>
+    public static string PromptTemplate(string task) => Describe(task).Template;
+
+    /// <summary>The words a task offers as options (the clean and corrupt images each show one).</summary>
+    public static IReadOnlyList<string> Options(string task) => Describe(task).Options;
+
+    /// <summary>The words the task's STR corrupt prompts offer instead of the options.</summary>
+    public static IReadOnlyList<string> StrWords(string task) => Describe(task).StrWords;
+
+    private static (string Category, string Template, IReadOnlyList<string> Options, IReadOnlyList<string> StrWords) Describe(string task) => task switch
+    {
+        ColorTask => ("color", "Is the shape {0} or {1}?", Colors, Colors),
+        ShapeTask => ("shape", "Is the object a {0} or a {1}?", Shapes, Shapes),
+        SizeTask => ("size", "Is the shape {0} or {1}?", Sizes, SizeStrWords),
+        _ => throw new ArgumentException($"unknown shapes task '{task}' (known: {string.Join(", ", Tasks)})", nameof(task)),
+    };
+
     // Noise amplitude (per channel, +-) and the background's gray range: objects of every color stand out.
     private const int NoiseAmplitude = 10;
     private const int BackgroundMin = 100, BackgroundMax = 156;
@@ -192,12 +210,7 @@ public static class ShapesTaskGenerator
     {
         public static TaskSpec For(string task, Func<string, int> tokenCount)
         {
-            var (category, template, options, strWords) = task switch
-            {
-                ColorTask => ("color", "Is the shape {0} or {1}?", Colors, Colors),
-                ShapeTask => ("shape", "Is the object a {0} or a {1}?", Shapes, Shapes),
-                _ => ("size", "Is the shape {0} or {1}?", Sizes, SizeStrWords),
-            };
+            var (category, template, options, strWords) = Describe(task);
             var pairs = new List<(string, string)>();
             var replacements = new Dictionary<(string, string), List<(string, string)>>();
             foreach (var a in options)

@@ -178,6 +178,21 @@ public sealed record BlipConfig
         };
         File.WriteAllText(configFile, o.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
     }
+
+    /// <summary>Writes generation_config.json as save_pretrained derives it from this config: generate
+    /// starts from [DEC] (bos) and stops on [SEP] (eos).</summary>
+    public void SaveGenerationConfig(string path)
+    {
+        var o = new JsonObject
+        {
+            ["_from_model_config"] = true,
+            ["bos_token_id"] = Text.BosTokenId,
+            ["eos_token_id"] = Text.SepTokenId,
+            ["pad_token_id"] = Text.PadTokenId,
+            ["transformers_version"] = "4.41.0",
+        };
+        File.WriteAllText(path, o.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
+    }
 }
 
 /// <summary>Configurations at known shapes, for benchmarks and for models the project builds itself.</summary>

@@ -52,11 +52,12 @@ public sealed class BlipForQuestionAnswering : nn.Module
         return model;
     }
 
-    /// <summary>Writes config.json and model.safetensors under the names transformers uses.</summary>
+    /// <summary>Writes config.json, generation_config.json and model.safetensors under the names transformers uses.</summary>
     public void Save(string folder)
     {
         Directory.CreateDirectory(folder);
         Config.Save(Path.Combine(folder, "config.json"));
+        Config.SaveGenerationConfig(Path.Combine(folder, "generation_config.json"));
         SafeTensorsFile.Write(Path.Combine(folder, "model.safetensors"), StateTensors(), new Dictionary<string, string> { ["format"] = "pt" });
     }
 

@@ -1,3 +1,5 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using static TorchSharp.torch;
 
 namespace Notice.Vlm.Processing;
@@ -49,6 +51,27 @@ public sealed class BlipImageProcessor
             Resample = config.GetResample("resample", PilFilter.Bicubic),
             Pixels = RescaleNormalize.FromConfig(config),
         };
+    }
+
+    /// <summary>Writes preprocessor_config.json as transformers' BlipImageProcessor.save_pretrained does
+    /// (every field explicit), so BlipProcessor.from_pretrained and <see cref="FromFile"/> read it back.</summary>
+    public void Save(string path)
+    {
+        var o = new JsonObject
+        {
+            ["do_convert_rgb"] = DoConvertRgb,
+            ["do_normalize"] = Pixels.DoNormalize,
+            ["do_rescale"] = Pixels.DoRescale,
+            ["do_resize"] = DoResize,
+            ["image_mean"] = new JsonArray(Pixels.Mean.Select(m => (JsonNode)m).ToArray()),
+            ["image_processor_type"] = "BlipImageProcessor",
+            ["image_std"] = new JsonArray(Pixels.Std.Select(m => (JsonNode)m).ToArray()),
+            ["processor_class"] = "BlipProcessor",
+            ["resample"] = (int)Resample,
+            ["rescale_factor"] = Pixels.RescaleFactor,
+            ["size"] = new JsonObject { ["height"] = Height, ["width"] = Width },
+        };
+        File.WriteAllText(path, o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
     }
 
     /// <summary>PIL <c>image.resize((Width, Height), Resample)</c>, or the image itself when do_resize is false.</summary>

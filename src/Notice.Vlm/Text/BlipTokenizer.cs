@@ -95,8 +95,10 @@ public sealed class BlipTokenizer
     /// Several questions right-padded with [PAD] to the longest, with the attention mask (1 for
     /// tokens, 0 for padding), as BlipProcessor(padding=True) returns them.
     /// </summary>
-    public (long[,] Ids, long[,] AttentionMask) EncodeBatch(IReadOnlyList<string> texts) =>
-        Padding.Pad(texts.Select(Encode).ToArray(), PadId, padLeft: false);
+    public (long[,] Ids, long[,] AttentionMask) EncodeBatch(IReadOnlyList<string> texts) => PadBatch(texts.Select(Encode).ToArray());
+
+    /// <summary>Already encoded questions (see <see cref="Encode"/>) padded as <see cref="EncodeBatch"/> pads them.</summary>
+    public (long[,] Ids, long[,] AttentionMask) PadBatch(IReadOnlyList<int[]> encoded) => Padding.Pad(encoded, PadId, padLeft: false);
 
     /// <summary>
     /// Text of <paramref name="ids"/> with special tokens skipped, as BertTokenizer.decode(ids,
