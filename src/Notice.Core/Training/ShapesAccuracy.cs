@@ -64,6 +64,7 @@ public sealed record ShapesTrainingSummary
     [JsonPropertyName("steps")] public required int Steps { get; init; }
     [JsonPropertyName("batch_size")] public required int BatchSize { get; init; }
     [JsonPropertyName("train_pairs_per_task")] public required int TrainPairsPerTask { get; init; }
+    /// <summary>The training objective (answer loss plus the attribute probe's) averaged over the last 100 steps.</summary>
     [JsonPropertyName("final_loss")] public required double FinalLoss { get; init; }
 }
 

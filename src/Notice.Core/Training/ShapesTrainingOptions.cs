@@ -38,7 +38,7 @@ public sealed record ShapesModelShape
 /// <summary>What <see cref="ShapesTrainer"/> trains, on what, and for how long.</summary>
 public sealed record ShapesTrainingOptions
 {
-    public int Steps { get; init; } = 8000;
+    public int Steps { get; init; } = 6000;
     public int Seed { get; init; }
     public int ImageSize { get; init; } = 64;
     /// <summary>Training pairs rendered per task; each gives three training rows (see <see cref="ShapesTrainer"/>).</summary>
