@@ -23,7 +23,8 @@ public sealed class AppHostTests : IDisposable
     {
         var builder = await DistributedApplicationTestingBuilder.CreateAsync<Projects.Notice_AppHost>(
             [
-"--out", _out, "--devices", "cpu,cpu"],
+"--out", _out, "--devices", "cpu,cpu",
+                "--model", Fixtures.BlipTiny, "--pairs", Path.Combine(Fixtures.BlipTiny, "pairs.jsonl")],
             (app, host) => { app.DisableDashboard = false; app.AllowUnsecuredTransport = true; });
         await using var app = await builder.BuildAsync();
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(4));
