@@ -14,4 +14,4 @@ for a in "$@"; do
   if [[ $a == --watch ]]; then exit_when_done=0; else args+=("$a"); fi
 done
 [[ $exit_when_done -eq 1 ]] && args+=(--exit-when-done)
-exec dotnet run --project Notice.AppHost -c Release -- "${args[@]}"
+exec dotnet run --project Notice.AppHost -- "${args[@]}"

@@ -5,10 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/prereqs.sh --tests
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
-dotnet build Notice.sln -c Release -nologo -v q
+# Debug, the configuration Aspire.Hosting.Testing starts the services in.
+dotnet build Notice.sln -nologo -v q
 log=$(mktemp)
 set +e
-dotnet test Notice.sln -c Release --no-build -nologo "$@" 2>&1 | tee "$log"
+dotnet test Notice.sln --no-build -nologo "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for every test project together.
