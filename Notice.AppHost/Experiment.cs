@@ -26,7 +26,7 @@ public sealed record Experiment(string Run, string Model, string Pairs, string O
     }
 
     /// <summary>Samples of the default run: sized so it finishes in a few minutes on 2 CPU cores.</summary>
-    public const int DefaultSamples = 24;
+    public const int DefaultSamples = 300;
 
     private static string RepoRoot()
     {
