@@ -71,6 +71,30 @@ public sealed class ShardMessage
     [Key(8)] public int EstimatedUnits { get; set; }
 }
 
+/// <summary>
+/// A shard's id: "sample|mode|site", and "|L{layer}" for head sites, which are sharded by layer. The
+/// planner writes it and the aggregator reads the sample, mode and site of a result back from it.
+/// </summary>
+public readonly record struct ShardKey(string Sample, string Mode, string Site, int? Layer = null)
+{
+    public override string ToString() => Layer is { } l ? $"{Sample}|{Mode}|{Site}|L{l}" : $"{Sample}|{Mode}|{Site}";
+
+    /// <summary>Read from the right: mode and site never hold '|', a sample id from a manifest may.</summary>
+    public static ShardKey Parse(string shardId)
+    {
+        var parts = shardId.Split('|');
+        int? layer = null;
+        if (parts.Length >= 4 && parts[^1].StartsWith('L') && int.TryParse(parts[^1].AsSpan(1), out var l))
+        {
+            layer = l;
+            parts = parts[..^1];
+        }
+        if (parts.Length < 3 || parts[^1].Length == 0 || parts[^2].Length == 0)
+            throw new FormatException($"shard id '{shardId}' is not sample|mode|site[|L<layer>]");
+        return new ShardKey(string.Join('|', parts[..^2]), parts[^2], parts[^1], layer);
+    }
+}
+
 /// <summary>A finished shard: its result rows (and the sample's baseline), written once with its completion mark.</summary>
 [MessagePackObject]
 public sealed class ShardResultMessage

@@ -162,7 +162,7 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
         lock (_lock) results = _results.Values.OrderBy(r => r.ShardId, StringComparer.Ordinal).ToList();
         foreach (var r in results)
         {
-            var (sampleId, mode, site) = ParseShard(r.ShardId);
+            var (sampleId, mode, site, _) = ShardKey.Parse(r.ShardId);
             var sample = await SampleAsync(sampleId);
             rows.AddRange(r.Rows.Select(u => new ResultRow
             {
@@ -223,12 +223,5 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
         s.Image = []; s.CorruptImage = [];   // only the names are needed here
         _samples[id] = s;
         return s;
-    }
-
-    /// <summary>Shard ids are "sample|mode|site" or "sample|mode|site|L{layer}".</summary>
-    public static (string Sample, string Mode, string Site) ParseShard(string shardId)
-    {
-        var parts = shardId.Split('|');
-        return (parts[0], parts[1], parts[2]);
     }
 }

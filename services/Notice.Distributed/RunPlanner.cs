@@ -62,7 +62,7 @@ public sealed class RunPlanner(IDatabase db)
                     foreach (var layer in layers)
                         shards.Add(new ShardMessage
                         {
-                            RunId = runId, ShardId = layer is { } l ? $"{r.Id}|{modeName}|{site.Name}|L{l}" : $"{r.Id}|{modeName}|{site.Name}",
+                            RunId = runId, ShardId = new ShardKey(r.Id, modeName, site.Name, layer).ToString(),
                             SampleId = r.Id, Mode = modeName, Site = site.Name, Layer = layer ?? -1, TraceParent = traceParent,
                             EstimatedUnits = (int)(estimate.Units(r, site) / (layer is null ? 1 : spec.Layers?.Count ?? estimate.Layers)),
                         });

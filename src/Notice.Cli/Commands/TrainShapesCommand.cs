@@ -16,9 +16,14 @@ public static class TrainShapesCommand
         var seed = new Option<int>("--seed") { Description = "seed of the weights, the data order and the training pairs", DefaultValueFactory = _ => defaults.Seed };
         var size = new Option<int>("--size") { Description = "image size in pixels (a multiple of the patch size, 8)", DefaultValueFactory = _ => defaults.ImageSize };
         var trainPairs = new Option<int>("--train-pairs") { Description = "training pairs rendered per task", DefaultValueFactory = _ => defaults.TrainPairsPerTask };
+        var model = defaults.Model;
+        var hidden = new Option<int>("--hidden") { Description = "hidden size of the vision and text transformers", DefaultValueFactory = _ => model.HiddenSize };
+        var heads = new Option<int>("--heads") { Description = "attention heads per layer (divides --hidden)", DefaultValueFactory = _ => model.Heads };
+        var textLayers = new Option<int>("--text-layers") { Description = "layers of the text encoder (and of the decoder, which shares its config)", DefaultValueFactory = _ => model.TextLayers };
+        var visionLayers = new Option<int>("--vision-layers") { Description = "layers of the vision encoder", DefaultValueFactory = _ => model.VisionLayers };
         var cmd = new Command("train-shapes", "train the built-in BLIP-VQA on the shapes tasks (CPU) and write it with its held-out accuracy")
         {
-            output, steps, seed, size, trainPairs,
+            output, steps, seed, size, trainPairs, hidden, heads, textLayers, visionLayers,
         };
         cmd.SetAction(pr =>
         {
@@ -28,6 +33,13 @@ public static class TrainShapesCommand
                 Seed = pr.GetValue(seed),
                 ImageSize = pr.GetValue(size),
                 TrainPairsPerTask = pr.GetValue(trainPairs),
+                Model = model with
+                {
+                    HiddenSize = pr.GetValue(hidden),
+                    Heads = pr.GetValue(heads),
+                    TextLayers = pr.GetValue(textLayers),
+                    VisionLayers = pr.GetValue(visionLayers),
+                },
             };
             Run(pr.GetValue(output)!, options);
             return 0;

@@ -8,9 +8,9 @@ namespace Notice.Core.Training;
 public sealed record ShapesModelShape
 {
     public int HiddenSize { get; init; } = 64;
-    public int Heads { get; init; } = 4;
+    public int Heads { get; init; } = 8;
     public int VisionLayers { get; init; } = 3;
-    public int TextLayers { get; init; } = 2;
+    public int TextLayers { get; init; } = 4;
     public int MlpRatio { get; init; } = 4;
     public int PatchSize { get; init; } = 8;
     /// <summary>Question positions: the longest shapes prompt has 11 tokens; room for a longer question typed at the CLI.</summary>
@@ -76,6 +76,9 @@ public sealed record ShapesTrainingOptions
         ArgumentOutOfRangeException.ThrowIfLessThan(ImageSize, ShapesTaskGenerator.MinImageSize, nameof(ImageSize));
         if (ImageSize % Model.PatchSize != 0)
             throw new ArgumentException($"image size {ImageSize} is not a multiple of the patch size {Model.PatchSize}");
+        ArgumentOutOfRangeException.ThrowIfLessThan(Model.Heads, 1, "heads");
+        ArgumentOutOfRangeException.ThrowIfLessThan(Model.TextLayers, 1, "text layers");
+        ArgumentOutOfRangeException.ThrowIfLessThan(Model.VisionLayers, 1, "vision layers");
         if (Model.HiddenSize % Model.Heads != 0)
             throw new ArgumentException($"hidden size {Model.HiddenSize} is not a multiple of {Model.Heads} heads");
     }

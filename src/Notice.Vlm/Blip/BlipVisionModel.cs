@@ -109,29 +109,11 @@ internal sealed class BlipVisionAttention : nn.Module
     }
 }
 
-internal sealed class BlipVisionMlp : nn.Module
-{
-    private readonly Linear _fc1;
-    private readonly Linear _fc2;
-    private readonly string _act;
-
-    public BlipVisionMlp(BlipVisionConfig c) : base("mlp")
-    {
-        _fc1 = nn.Linear(c.HiddenSize, c.IntermediateSize);
-        _fc2 = nn.Linear(c.IntermediateSize, c.HiddenSize);
-        _act = c.HiddenAct;
-        register_module("fc1", _fc1);
-        register_module("fc2", _fc2);
-    }
-
-    public Tensor Forward(Tensor x) => _fc2.forward(Activations.Apply(_act, _fc1.forward(x)));
-}
-
 internal sealed class BlipVisionLayer : nn.Module
 {
     private readonly BlipVisionAttention _attn;
     private readonly LayerNorm _ln1;
-    private readonly BlipVisionMlp _mlp;
+    private readonly VisionMlp _mlp;
     private readonly LayerNorm _ln2;
     private readonly string _residHook;
 
@@ -139,7 +121,7 @@ internal sealed class BlipVisionLayer : nn.Module
     {
         _attn = new BlipVisionAttention(c, layer);
         _ln1 = nn.LayerNorm(c.HiddenSize, c.LayerNormEps);
-        _mlp = new BlipVisionMlp(c);
+        _mlp = new VisionMlp(c.HiddenSize, c.IntermediateSize, c.HiddenAct);
         _ln2 = nn.LayerNorm(c.HiddenSize, c.LayerNormEps);
         _residHook = $"vision.blocks.{layer}.resid_post";
         register_module("self_attn", _attn);

@@ -129,35 +129,18 @@ internal sealed class ClipAttention : nn.Module
     }
 }
 
-internal sealed class ClipMlp : nn.Module
-{
-    private readonly Linear _fc1, _fc2;
-    private readonly string _act;
-
-    public ClipMlp(ClipVisionConfig c, Placement at) : base("mlp")
-    {
-        _fc1 = nn.Linear(c.HiddenSize, c.IntermediateSize, device: at.Device, dtype: at.DType);
-        _fc2 = nn.Linear(c.IntermediateSize, c.HiddenSize, device: at.Device, dtype: at.DType);
-        _act = c.HiddenAct;
-        register_module("fc1", _fc1);
-        register_module("fc2", _fc2);
-    }
-
-    public Tensor Forward(Tensor x) => _fc2.forward(Activations.Apply(_act, _fc1.forward(x)));
-}
-
 internal sealed class ClipEncoderLayer : nn.Module
 {
     private readonly ClipAttention _attn;
     private readonly LayerNorm _ln1, _ln2;
-    private readonly ClipMlp _mlp;
+    private readonly VisionMlp _mlp;
     private readonly string _residHook;
 
     public ClipEncoderLayer(ClipVisionConfig c, int layer, Placement at) : base($"layers.{layer}")
     {
         _attn = new ClipAttention(c, layer, at);
         _ln1 = nn.LayerNorm(c.HiddenSize, c.LayerNormEps, device: at.Device, dtype: at.DType);
-        _mlp = new ClipMlp(c, at);
+        _mlp = new VisionMlp(c.HiddenSize, c.IntermediateSize, c.HiddenAct, at.Device, at.DType);
         _ln2 = nn.LayerNorm(c.HiddenSize, c.LayerNormEps, device: at.Device, dtype: at.DType);
         _residHook = $"vision.blocks.{layer}.resid_post";
         register_module("self_attn", _attn);
