@@ -113,7 +113,7 @@ public sealed class ShapesTrainingTests(ITestOutputHelper output)
     [Fact]
     public void Train_shapes_command_takes_the_documented_options()
     {
-        var parse = TrainShapesCommand.Create().Parse("--out models/x --steps 10 --seed 3 --size 32 --train-pairs 50");
+        var parse = TrainShapesCommand.Create().Parse("--out models/x --steps 10 --seed 3 --size 32 --train-pairs 50 --hidden 32 --heads 4 --text-layers 2 --vision-layers 2");
         Assert.Empty(parse.Errors);
         Assert.NotEmpty(TrainShapesCommand.Create().Parse("--steps 10").Errors);   // --out is required
     }
