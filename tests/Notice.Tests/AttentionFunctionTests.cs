@@ -42,6 +42,7 @@ public sealed class AttentionFunctionTests
         Assert.Equal(HeadFunction.OutlierSuppression, m[2].Label);
         Assert.Equal(HeadFunction.Unlabelled, m[3].Label);
         Assert.Equal(2, m[0].Samples);
+        Assert.Equal(2.0 / 16, m[0].ObjectArea, 1e-12);   // the object's two patches of 16: chance for mask mass
         Assert.True(m[0].Entropy < m[0].AverageEntropy + 1);
     }
 

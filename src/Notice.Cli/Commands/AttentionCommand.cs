@@ -60,7 +60,10 @@ public static class AttentionCommand
 
     private static string Markdown(IReadOnlyList<HeadAttentionMeasures> measures)
     {
-        var sb = new StringBuilder("| head | samples | mask mass (avg head) | outlier mass (avg head) | entropy (avg head) | function |\n| --- | ---: | --- | --- | --- | --- |\n");
+        var sb = new StringBuilder();
+        if (measures.Count > 0 && measures[0].HasMask)
+            sb.Append(CultureInfo.InvariantCulture, $"The object covers {measures[0].ObjectArea:F3} of the image's patches on average: the mask mass of a head attending uniformly (chance).\n\n");
+        sb.Append("| head | samples | mask mass (avg head) | outlier mass (avg head) | entropy (avg head) | function |\n| --- | ---: | --- | --- | --- | --- |\n");
         foreach (var m in measures)
             sb.Append(CultureInfo.InvariantCulture, $"| {m.Head} | {m.Samples} | {(m.HasMask ? $"{m.MaskMass:F3} ({m.AverageMaskMass:F3})" : "no masks")} | {m.OutlierMass:F3} ({m.AverageOutlierMass:F3}) | {m.Entropy:F2} ({m.AverageEntropy:F2}) | {m.Label} |\n");
         sb.Append(CultureInfo.InvariantCulture, $"\nRule (ratio {HeadAttentionMeasures.Ratio}): object detection when mask mass >= ratio x the average head's; outlier suppression when outlier mass <= average / ratio and mask mass not below the average head's; object suppression when mask mass <= average / ratio; else unlabelled.\n");
@@ -73,6 +76,7 @@ public static class AttentionCommand
         public int Samples { get; } = m.Samples;
         public double MaskMass { get; } = m.MaskMass;
         public double AverageMaskMass { get; } = m.AverageMaskMass;
+        public double ObjectArea { get; } = m.ObjectArea;
         public double OutlierMass { get; } = m.OutlierMass;
         public double AverageOutlierMass { get; } = m.AverageOutlierMass;
         public double Entropy { get; } = m.Entropy;

@@ -8,6 +8,7 @@ public static class AttentionFunctions
         if (samples.Count == 0) throw new ArgumentException("no samples to measure attention on");
         var sums = heads.ToDictionary(h => h, _ => new double[6]);
         int withMask = 0;
+        double objectArea = 0;
         foreach (var s in samples)
         {
             var average = Average(s);
@@ -15,7 +16,11 @@ public static class AttentionFunctions
             double avgMask = s.MaskFractions is null ? 0 : PatchAttention.MaskMass(average, s.MaskFractions);
             double avgOutlier = PatchAttention.OutlierMass(average, outliers);
             double avgEntropy = PatchAttention.Entropy(average);
-            if (s.MaskFractions is not null) withMask++;
+            if (s.MaskFractions is not null)
+            {
+                withMask++;
+                objectArea += s.MaskFractions.Average();
+            }
             foreach (var (layer, head) in heads)
             {
                 if (layer >= s.Patches.Length || head >= s.Patches[layer].Length)
@@ -32,7 +37,8 @@ public static class AttentionFunctions
         {
             var s = sums[h];
             double mask = withMask > 0 ? s[0] / withMask : double.NaN, avgMask = withMask > 0 ? s[1] / withMask : double.NaN;
-            return new HeadAttentionMeasures($"L{h.Layer}.H{h.Head}", n, mask, avgMask, s[2] / n, s[3] / n, s[4] / n, s[5] / n);
+            return new HeadAttentionMeasures($"L{h.Layer}.H{h.Head}", n, mask, avgMask, s[2] / n, s[3] / n, s[4] / n, s[5] / n,
+                withMask > 0 ? objectArea / withMask : double.NaN);
         }).ToList();
     }
 

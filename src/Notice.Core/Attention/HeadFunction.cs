@@ -17,9 +17,12 @@ public enum HeadFunction
 /// One head's attention to the image patches, averaged over samples, with the average head's for
 /// comparison: mass on the object's mask (where a mask exists), mass on the outlier patches (those
 /// the average head attends to most), and entropy (nats) of the attention over patches.
+/// <see cref="ObjectArea"/> is chance for the mask mass: the object's share of the image's patches,
+/// which is what a head attending uniformly would put on it.
 /// </summary>
 public sealed record HeadAttentionMeasures(string Head, int Samples,
-    double MaskMass, double AverageMaskMass, double OutlierMass, double AverageOutlierMass, double Entropy, double AverageEntropy)
+    double MaskMass, double AverageMaskMass, double OutlierMass, double AverageOutlierMass, double Entropy, double AverageEntropy,
+    double ObjectArea = double.NaN)
 {
     public bool HasMask => !double.IsNaN(MaskMass);
 
