@@ -7,7 +7,7 @@ using Notice.Vlm.Checkpoints;
 namespace Notice.Tests;
 
 /// <summary>`notice answer` on the fixture checkpoint prints the reference answers of transformers' generate.</summary>
-[Collection("Console")]
+[Collection(ConsoleCollection.Name)]
 public sealed class AnswerCommandTests
 {
     private static (int Code, string Out) Run(params string[] args)

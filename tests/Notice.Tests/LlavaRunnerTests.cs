@@ -157,9 +157,3 @@ public sealed class LlavaRunnerTests : IDisposable
     }
 }
 
-/// <summary>Tests that redirect the console run on their own.</summary>
-[CollectionDefinition(Name, DisableParallelization = true)]
-public sealed class ConsoleCollection
-{
-    public const string Name = "console";
-}

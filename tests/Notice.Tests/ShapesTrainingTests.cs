@@ -120,6 +120,7 @@ public sealed class ShapesTrainingTests(ITestOutputHelper output)
 }
 
 /// <summary>The committed built-in model, models/shapes-blip (trained by `notice train-shapes`).</summary>
+[Collection(HeavyCpuCollection.Name)]
 public sealed class ShapesBlipCheckpointTests(ITestOutputHelper output)
 {
     private static string Folder => Path.Combine(Fixtures.Root, "models", "shapes-blip");
