@@ -9,7 +9,7 @@ namespace Notice.Vlm.Blip;
 public sealed class BlipVisionModel : nn.Module
 {
     private readonly BlipVisionEmbeddings _embeddings;
-    private readonly ModuleList<BlipVisionLayer> _layers;
+    private readonly ModuleList<VisionEncoderLayer<BlipVisionAttention>> _layers;
     private readonly LayerNorm _postLayerNorm;
 
     public BlipVisionConfig Config { get; }
@@ -19,8 +19,9 @@ public sealed class BlipVisionModel : nn.Module
     {
         Config = config;
         _embeddings = new BlipVisionEmbeddings(config);
-        _layers = new ModuleList<BlipVisionLayer>();
-        for (int l = 0; l < config.NumHiddenLayers; l++) _layers.Add(new BlipVisionLayer(config, l));
+        _layers = new ModuleList<VisionEncoderLayer<BlipVisionAttention>>();
+        for (int l = 0; l < config.NumHiddenLayers; l++) _layers.Add(new VisionEncoderLayer<BlipVisionAttention>(l, new BlipVisionAttention(config, l),
+            config.HiddenSize, config.IntermediateSize, config.HiddenAct, config.LayerNormEps));
         var encoder = new VisionEncoderContainer(_layers);
         _postLayerNorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         register_module("embeddings", _embeddings);
@@ -40,7 +41,7 @@ public sealed class BlipVisionModel : nn.Module
     /// <summary>Holds the layer list under the checkpoint's name "encoder.layers".</summary>
     private sealed class VisionEncoderContainer : nn.Module
     {
-        public VisionEncoderContainer(ModuleList<BlipVisionLayer> layers) : base("encoder")
+        public VisionEncoderContainer(ModuleList<VisionEncoderLayer<BlipVisionAttention>> layers) : base("encoder")
         {
             register_module("layers", layers);
         }
@@ -73,7 +74,7 @@ internal sealed class BlipVisionEmbeddings : nn.Module
     }
 }
 
-internal sealed class BlipVisionAttention : nn.Module
+internal sealed class BlipVisionAttention : nn.Module, IVisionAttention
 {
     private readonly Linear _qkv;
     private readonly Linear _projection;
@@ -106,34 +107,5 @@ internal sealed class BlipVisionAttention : nn.Module
         var probs = hooks.At(_patternHook, scores.softmax(-1));
         var ctx = torch.matmul(probs, v).permute(0, 2, 1, 3).reshape(b, t, -1);
         return _projection.forward(ctx);
-    }
-}
-
-internal sealed class BlipVisionLayer : nn.Module
-{
-    private readonly BlipVisionAttention _attn;
-    private readonly LayerNorm _ln1;
-    private readonly VisionMlp _mlp;
-    private readonly LayerNorm _ln2;
-    private readonly string _residHook;
-
-    public BlipVisionLayer(BlipVisionConfig c, int layer) : base($"layers.{layer}")
-    {
-        _attn = new BlipVisionAttention(c, layer);
-        _ln1 = nn.LayerNorm(c.HiddenSize, c.LayerNormEps);
-        _mlp = new VisionMlp(c.HiddenSize, c.IntermediateSize, c.HiddenAct);
-        _ln2 = nn.LayerNorm(c.HiddenSize, c.LayerNormEps);
-        _residHook = $"vision.blocks.{layer}.resid_post";
-        register_module("self_attn", _attn);
-        register_module("layer_norm1", _ln1);
-        register_module("mlp", _mlp);
-        register_module("layer_norm2", _ln2);
-    }
-
-    public Tensor Forward(Tensor x, HookContext? hooks)
-    {
-        var h = x + _attn.Forward(_ln1.forward(x), hooks);
-        h = h + _mlp.Forward(_ln2.forward(h));
-        return hooks.At(_residHook, h);
     }
 }

@@ -16,7 +16,7 @@ public sealed class ClipVisionTower : nn.Module
 {
     private readonly ClipVisionEmbeddings _embeddings;
     private readonly LayerNorm _preLayerNorm;
-    private readonly ModuleList<ClipEncoderLayer> _layers;
+    private readonly ModuleList<VisionEncoderLayer<ClipAttention>> _layers;
 
     public ClipVisionConfig Config { get; }
     public int NumLayers => _layers.Count;
@@ -26,8 +26,9 @@ public sealed class ClipVisionTower : nn.Module
         Config = config;
         _embeddings = new ClipVisionEmbeddings(config, at);
         _preLayerNorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: at.Device, dtype: at.DType);
-        _layers = new ModuleList<ClipEncoderLayer>();
-        for (int l = 0; l < config.NumHiddenLayers; l++) _layers.Add(new ClipEncoderLayer(config, l, at));
+        _layers = new ModuleList<VisionEncoderLayer<ClipAttention>>();
+        for (int l = 0; l < config.NumHiddenLayers; l++) _layers.Add(new VisionEncoderLayer<ClipAttention>(l, new ClipAttention(config, l, at),
+            config.HiddenSize, config.IntermediateSize, config.HiddenAct, config.LayerNormEps, at.Device, at.DType));
         var postLayerNorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: at.Device, dtype: at.DType);
         register_module("vision_model", new VisionModelContainer(_embeddings, _preLayerNorm, _layers, postLayerNorm));
     }
@@ -48,7 +49,7 @@ public sealed class ClipVisionTower : nn.Module
     /// <summary>CLIPVisionTransformer: holds the parts under the checkpoint's names.</summary>
     private sealed class VisionModelContainer : nn.Module
     {
-        public VisionModelContainer(ClipVisionEmbeddings embeddings, LayerNorm pre, ModuleList<ClipEncoderLayer> layers, LayerNorm post)
+        public VisionModelContainer(ClipVisionEmbeddings embeddings, LayerNorm pre, ModuleList<VisionEncoderLayer<ClipAttention>> layers, LayerNorm post)
             : base("vision_model")
         {
             register_module("embeddings", embeddings);
@@ -60,7 +61,7 @@ public sealed class ClipVisionTower : nn.Module
 
     private sealed class EncoderContainer : nn.Module
     {
-        public EncoderContainer(ModuleList<ClipEncoderLayer> layers) : base("encoder") => register_module("layers", layers);
+        public EncoderContainer(ModuleList<VisionEncoderLayer<ClipAttention>> layers) : base("encoder") => register_module("layers", layers);
     }
 }
 
@@ -92,7 +93,7 @@ internal sealed class ClipVisionEmbeddings : nn.Module
     }
 }
 
-internal sealed class ClipAttention : nn.Module
+internal sealed class ClipAttention : nn.Module, IVisionAttention
 {
     private readonly Linear _q, _k, _v, _out;
     private readonly int _heads, _headDim;
@@ -126,35 +127,5 @@ internal sealed class ClipAttention : nn.Module
         var probs = hooks.At(_patternHook, torch.matmul(q, k.transpose(-1, -2)).softmax(-1));
         var ctx = torch.matmul(probs, v).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1);
         return _out.forward(ctx);
-    }
-}
-
-internal sealed class ClipEncoderLayer : nn.Module
-{
-    private readonly ClipAttention _attn;
-    private readonly LayerNorm _ln1, _ln2;
-    private readonly VisionMlp _mlp;
-    private readonly string _residHook;
-
-    public ClipEncoderLayer(ClipVisionConfig c, int layer, Placement at) : base($"layers.{layer}")
-    {
-        _attn = new ClipAttention(c, layer, at);
-        _ln1 = nn.LayerNorm(c.HiddenSize, c.LayerNormEps, device: at.Device, dtype: at.DType);
-        _mlp = new VisionMlp(c.HiddenSize, c.IntermediateSize, c.HiddenAct, at.Device, at.DType);
-        _ln2 = nn.LayerNorm(c.HiddenSize, c.LayerNormEps, device: at.Device, dtype: at.DType);
-        _residHook = $"vision.blocks.{layer}.resid_post";
-        register_module("self_attn", _attn);
-        register_module("layer_norm1", _ln1);
-        register_module("mlp", _mlp);
-        register_module("layer_norm2", _ln2);
-    }
-
-    public Tensor Forward(Tensor x, HookContext? hooks)
-    {
-        // Intermediates freed per layer (see LlamaDecoderLayer.Forward).
-        using var scope = torch.NewDisposeScope();
-        var h = x + _attn.Forward(_ln1.forward(x), hooks);
-        h = h + _mlp.Forward(_ln2.forward(h));
-        return hooks.At(_residHook, h).MoveToOuterDisposeScope();
     }
 }
