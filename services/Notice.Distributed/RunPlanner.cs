@@ -17,14 +17,6 @@ namespace Notice.Distributed;
 /// </summary>
 public sealed class RunPlanner(IDatabase db)
 {
-    private const string EnqueueOnce = """
-        if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
-          redis.call('XADD', KEYS[2], '*', 'm', ARGV[2])
-          return 1
-        end
-        return 0
-        """;
-
     /// <returns>the stored spec and how many shards this call enqueued</returns>
     public async Task<(RunSpecMessage Spec, int Enqueued)> PlanAsync(ExperimentSpec spec, string runId, CancellationToken cancel = default)
     {
@@ -84,8 +76,7 @@ public sealed class RunPlanner(IDatabase db)
         int enqueued = 0;
         foreach (var shard in shards)
         {
-            var added = (long)await db.ScriptEvaluateAsync(EnqueueOnce, [keys.Planned, keys.Work], [shard.ShardId, MessagePackSerializer.Serialize(shard)]);
-            enqueued += (int)added;
+            if (await db.AppendOnceAsync(keys.Planned, keys.Work, shard.ShardId, MessagePackSerializer.Serialize(shard))) enqueued++;
         }
         span?.SetTag("notice.run", runId);
         span?.SetTag("notice.shards", shards.Count);

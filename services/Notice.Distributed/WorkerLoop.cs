@@ -40,14 +40,6 @@ public sealed record WorkerOptions
 /// </summary>
 public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions options)
 {
-    private const string WriteOnce = """
-        if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
-          redis.call('XADD', KEYS[2], '*', 'm', ARGV[2])
-          return 1
-        end
-        return 0
-        """;
-
     private static readonly Counter<long> UnitsCompleted = NoticeTelemetry.Meter.CreateCounter<long>("notice.units.completed", "{unit}", "patched units completed");
     private static readonly Histogram<double> ShardDuration = NoticeTelemetry.Meter.CreateHistogram<double>("notice.shard.duration", "s", "time to run one shard");
 
@@ -159,7 +151,7 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
                     _busy.Start();
                     var result = runner.Run(shard, sample, options.WorkerId);
                     _busy.Stop();
-                    await _db.ScriptEvaluateAsync(WriteOnce, [_keys.Done, _keys.Results], [shard.ShardId, MessagePackSerializer.Serialize(result)]);
+                    await _db.AppendOnceAsync(_keys.Done, _keys.Results, shard.ShardId, MessagePackSerializer.Serialize(result));
                     _unitsDone += result.Rows.Length;
                     UnitsCompleted.Add(result.Rows.Length);
                     ShardDuration.Record(result.Seconds);
