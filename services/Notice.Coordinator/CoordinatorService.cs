@@ -39,16 +39,10 @@ public sealed class CoordinatorService(IConnectionMultiplexer redis, IConfigurat
     /// <summary>The built-in default: shapes pairs generated for the model's tokenizer, a third per task.</summary>
     private string GenerateShapes(NoticeServiceOptions options)
     {
-        var folder = Path.Combine(options.Out, "pairs");
-        int perTask = Math.Max(1, ((options.Samples ?? 12) + 2) / 3);
         var tokenizer = Notice.Vlm.Text.BlipTokenizer.Load(options.Model);
-        var report = ShapesTaskGenerator.Generate(folder, ShapesTaskGenerator.Tasks, perTask, imageSize: 64, seed: (int)options.Seed,
-            tokenCount: w => tokenizer.Tokenize(w).Length);
+        var report = ShapesTaskGenerator.GenerateForRun(Path.Combine(options.Out, "pairs"), options.Samples ?? 12, (int)options.Seed,
+            w => tokenizer.Tokenize(w).Length);
         log.LogInformation("generated the shapes tasks: {Report}", report.ToString());
-        // Interleave the tasks so that --samples N takes every task.
-        var records = PairsManifest.Read(report.ManifestPath!);
-        var interleaved = records.GroupBy(r => r.Task).SelectMany(g => g.Select((r, i) => (r, i))).OrderBy(x => x.i).ThenBy(x => x.r.Task).Select(x => x.r).ToList();
-        PairsManifest.Write(report.ManifestPath!, interleaved);
         return report.ManifestPath!;
     }
 }

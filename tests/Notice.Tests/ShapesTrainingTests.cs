@@ -149,23 +149,22 @@ public sealed class ShapesBlipCheckpointTests(ITestOutputHelper output)
         }
     }
 
-    // Shapes pairs per task of the default run (Notice.AppHost's DefaultSamples / 3). With fewer
-    // the shape task's table is too noisy: at 24 per task L3H5 falls below its threshold there.
-    private const int DefaultRunPairsPerTask = 80;
+    // Samples of the default run (Notice.AppHost's DefaultSamples: 80 per task). With fewer the shape
+    // task's table is too noisy: at 24 per task L3H5 falls below its threshold there.
+    private const int DefaultRunSamples = 240;
 
     /// <summary>
     /// What the default run finds (README): under image corruption self-attention head L3H5 is
     /// important (two sigma above its table's mean) in all three shapes tasks. The default run's
-    /// pairs, made as its coordinator makes them (seed 0, 64x64, 80 per task), patched the same
-    /// way (every head of every layer at every position), in image mode alone.
+    /// pairs, made by the generator its coordinator calls (seed 0), patched the same way (every
+    /// head of every layer at every position), in image mode alone.
     /// </summary>
     [Fact]
     public async Task Has_the_universal_vision_head_the_default_run_reports()
     {
         using var dir = new TempFolder();
         var tokenizer = BlipTokenizer.Load(Folder);
-        var report = ShapesTaskGenerator.Generate(Path.Combine(dir.Path, "pairs"), ShapesTaskGenerator.Tasks, DefaultRunPairsPerTask, 64, seed: 0,
-            w => tokenizer.Tokenize(w).Length);
+        var report = ShapesTaskGenerator.GenerateForRun(Path.Combine(dir.Path, "pairs"), DefaultRunSamples, seed: 0, w => tokenizer.Tokenize(w).Length);
         var spec = new ExperimentSpec
         {
             ModelDir = Folder,

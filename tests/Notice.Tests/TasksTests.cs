@@ -296,6 +296,21 @@ public class ShapesTaskTests(ITestOutputHelper output)
     private static readonly string[] AllTasks = [.. ShapesTaskGenerator.Tasks];
 
     [Fact]
+    public void GenerateForRun_GivesEveryTaskAThirdRoundedUp_Interleaved()
+    {
+        using var dir = new TempFolder();
+        var report = ShapesTaskGenerator.GenerateForRun(dir.Path, samples: 7, seed: 0);
+        var records = PairsManifest.Read(report.ManifestPath!);
+        Assert.Equal(9, records.Count);
+        // The first N samples take every task: the tasks take turns, in order.
+        Assert.Equal(Enumerable.Repeat(ShapesTaskGenerator.Tasks.Order(StringComparer.Ordinal), 3).SelectMany(t => t), records.Select(r => r.Task));
+        // The same pairs as the plain generator's, 64x64, only reordered.
+        using var plain = new TempFolder();
+        var expected = PairsManifest.Read(ShapesTaskGenerator.Generate(plain.Path, ShapesTaskGenerator.Tasks, 3, 64, seed: 0).ManifestPath!);
+        Assert.Equal(expected.Select(r => (r.Id, r.Prompt, r.Answer)).Order(), records.Select(r => (r.Id, r.Prompt, r.Answer)).Order());
+    }
+
+    [Fact]
     public void Generate_WritesBalancedPairs_WithAlignedStrPrompts()
     {
         using var dir = new TempFolder();

@@ -107,6 +107,23 @@ public static class ShapesTaskGenerator
         return report;
     }
 
+    /// <summary>
+    /// The pairs of a run of <paramref name="samples"/> samples on the shapes tasks (what the
+    /// distributed run generates when it is given no manifest): every task, a third of the samples each
+    /// (rounded up), 64x64, with the tasks interleaved in the manifest so that the first N samples
+    /// take every task.
+    /// </summary>
+    public static TaskReport GenerateForRun(string outputDir, int samples, int seed, Func<string, int>? tokenCount = null)
+    {
+        int perTask = Math.Max(1, (samples + Tasks.Count - 1) / Tasks.Count);
+        var report = Generate(outputDir, Tasks, perTask, imageSize: 64, seed, tokenCount);
+        var interleaved = PairsManifest.Read(report.ManifestPath!)
+            .GroupBy(r => r.Task).SelectMany(g => g.Select((r, i) => (r, i)))
+            .OrderBy(x => x.i).ThenBy(x => x.r.Task, StringComparer.Ordinal).Select(x => x.r).ToList();
+        PairsManifest.Write(report.ManifestPath!, interleaved);
+        return report;
+    }
+
     /// <summary><see cref="Generate"/> on the thread pool.</summary>
     public static Task<TaskReport> GenerateAsync(
         string outputDir, IEnumerable<string> tasks, int countPerTask, int imageSize = 64, int seed = 0,
