@@ -6,7 +6,7 @@ using Notice.Distributed;
 var builder = WebApplication.CreateBuilder(args);
 builder.AddServiceDefaults();
 builder.AddRedisClient("redis");
-builder.Services.AddSingleton(sp => NoticeServiceOptions.From(sp.GetRequiredService<IConfiguration>()));
+builder.Services.AddNoticeOptions();
 builder.Services.AddSingleton<AggregatorService>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<AggregatorService>());
 

@@ -1,28 +1,24 @@
 using MessagePack;
+using Notice.Core.Experiments;
+using Notice.Core.Patching;
+using Notice.Core.Results;
 
 namespace Notice.Distributed;
 
-/// <summary>An experiment as the coordinator stores it with the run (notice:{run}:spec).</summary>
+/// <summary>A run as the coordinator stores it (notice:{run}:spec): the experiment whole, as parsed
+/// once by whoever started the run, and what planning found.</summary>
 [MessagePackObject]
 public sealed class RunSpecMessage
 {
     [Key(0)] public string RunId { get; set; } = "";
-    [Key(1)] public string Model { get; set; } = "";
-    [Key(2)] public string ModelName { get; set; } = "";
-    [Key(3)] public string[] Modes { get; set; } = [];
-    [Key(4)] public string[] Sites { get; set; } = [];
-    [Key(5)] public int[]? Layers { get; set; }
-    [Key(6)] public int[]? Heads { get; set; }
-    [Key(7)] public string Positions { get; set; } = "all";
-    [Key(8)] public string Compat { get; set; } = "default";
-    [Key(9)] public int BatchSize { get; set; } = 64;
-    [Key(10)] public double NoiseMultiple { get; set; } = 3.0;
-    [Key(11)] public long NoiseSeed { get; set; }
-    [Key(12)] public string TraceParent { get; set; } = "";
-    [Key(13)] public long TotalUnits { get; set; }
-    [Key(14)] public int TotalShards { get; set; }
-    [Key(15)] public string[] SampleIds { get; set; } = [];
-    [Key(16)] public string PairsSha256 { get; set; } = "";
+    [Key(1)] public ExperimentSpec Experiment { get; set; } = null!;
+    /// <summary>Where the aggregator writes the results folder.</summary>
+    [Key(2)] public string OutDir { get; set; } = "";
+    [Key(3)] public string TraceParent { get; set; } = "";
+    [Key(4)] public long TotalUnits { get; set; }
+    [Key(5)] public int TotalShards { get; set; }
+    [Key(6)] public string[] SampleIds { get; set; } = [];
+    [Key(7)] public string PairsSha256 { get; set; } = "";
 }
 
 /// <summary>A sample stored with the run, so a worker on another machine needs only the model files.</summary>
@@ -42,33 +38,23 @@ public sealed class SampleMessage
     [Key(10)] public byte[] CorruptImage { get; set; } = [];
 }
 
-/// <summary>One unit of a shard: (layer, head or -1, position).</summary>
-[MessagePackObject]
-public sealed class UnitMessage
-{
-    [Key(0)] public int Layer { get; set; }
-    [Key(1)] public int Head { get; set; }
-    [Key(2)] public int Position { get; set; }
-}
-
 /// <summary>Work: the units of a sample, a mode and a site (head sites: one layer), so a worker reuses its
 /// cached runs. The worker plans the units itself with the model's backend (as a local run does), so
-/// positions are read from the prompt exactly as the model tokenises it; <see cref="Units"/> is empty then.</summary>
+/// positions are read from the prompt exactly as the model tokenises it.</summary>
 [MessagePackObject]
 public sealed class ShardMessage
 {
     [Key(0)] public string RunId { get; set; } = "";
     [Key(1)] public string ShardId { get; set; } = "";
     [Key(2)] public string SampleId { get; set; } = "";
-    [Key(3)] public string Mode { get; set; } = "";
-    [Key(4)] public string Site { get; set; } = "";
-    [Key(5)] public UnitMessage[] Units { get; set; } = [];
+    [Key(3)] public CorruptionMode Mode { get; set; }
+    [Key(4)] public PatchSite Site { get; set; } = null!;
     /// <summary>W3C traceparent of the run's trace: every shard span is its child.</summary>
-    [Key(6)] public string TraceParent { get; set; } = "";
+    [Key(5)] public string TraceParent { get; set; } = "";
     /// <summary>Head sites are sharded by layer: the layer, else -1 (every layer).</summary>
-    [Key(7)] public int Layer { get; set; } = -1;
+    [Key(6)] public int Layer { get; set; } = -1;
     /// <summary>Units the planner expects (reported as failed if the shard is dead-lettered).</summary>
-    [Key(8)] public int EstimatedUnits { get; set; }
+    [Key(7)] public int EstimatedUnits { get; set; }
 }
 
 /// <summary>
@@ -95,42 +81,16 @@ public readonly record struct ShardKey(string Sample, string Mode, string Site, 
     }
 }
 
-/// <summary>A finished shard: its result rows (and the sample's baseline), written once with its completion mark.</summary>
+/// <summary>A finished shard: its result rows (and the sample's baseline), mapped by the worker with
+/// <see cref="ResultRows"/> as a local run maps them, written once with its completion mark.</summary>
 [MessagePackObject]
 public sealed class ShardResultMessage
 {
     [Key(0)] public string ShardId { get; set; } = "";
     [Key(1)] public string Worker { get; set; } = "";
-    [Key(2)] public ResultRowMessage[] Rows { get; set; } = [];
-    [Key(3)] public BaselineMessage? Baseline { get; set; }
+    [Key(2)] public ResultRow[] Rows { get; set; } = [];
+    [Key(3)] public BaselineRow? Baseline { get; set; }
     [Key(4)] public double Seconds { get; set; }
-}
-
-[MessagePackObject]
-public sealed class ResultRowMessage
-{
-    [Key(0)] public int Layer { get; set; }
-    [Key(1)] public int Head { get; set; }
-    [Key(2)] public int Position { get; set; }
-    [Key(3)] public string Token { get; set; } = "";
-    [Key(4)] public float ProbPatched { get; set; }
-    [Key(5)] public float ProbDiff { get; set; }
-    [Key(6)] public float LogitDiff { get; set; }
-    [Key(7)] public float PatchingEffect { get; set; }
-}
-
-[MessagePackObject]
-public sealed class BaselineMessage
-{
-    [Key(0)] public string CorrectToken { get; set; } = "";
-    [Key(1)] public string IncorrectToken { get; set; } = "";
-    [Key(2)] public long CorrectId { get; set; }
-    [Key(3)] public long IncorrectId { get; set; }
-    [Key(4)] public float ProbClean { get; set; }
-    [Key(5)] public float ProbCorrupt { get; set; }
-    [Key(6)] public float LogitGapClean { get; set; }
-    [Key(7)] public float LogitGapCorrupt { get; set; }
-    [Key(8)] public int Positions { get; set; }
 }
 
 /// <summary>A shard given up on after repeated failures: its units are reported as failed.</summary>

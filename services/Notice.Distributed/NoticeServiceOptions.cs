@@ -1,29 +1,27 @@
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
 using Notice.Core.Experiments;
-using Notice.Core.Patching;
 
 namespace Notice.Distributed;
 
 /// <summary>
-/// The "Notice" configuration section every service reads (environment variables Notice__Run,
-/// Notice__Model, ... as the AppHost sets them, or command-line --Notice:Run=... elsewhere).
+/// The "Notice" configuration section of the services (environment variables Notice__Run, ... as
+/// the AppHost sets them, or --Notice:Run=... on a command line). The experiment itself is not here:
+/// the coordinator gets it whole, once (<see cref="Experiment"/>), and stores it with the run in
+/// Redis, where workers and the aggregator read it by run id.
 /// </summary>
 public sealed class NoticeServiceOptions
 {
+    public const string Section = "Notice";
+
+    /// <summary>The run id (unique: a name and a random suffix).</summary>
     public string Run { get; set; } = "";
-    public string Model { get; set; } = "";
-    public string Pairs { get; set; } = "";
-    public string Modes { get; set; } = "image,text";
-    public string Sites { get; set; } = "mlp,attn,cross,heads:cross";
-    public string? Layers { get; set; }
-    public string? Heads { get; set; }
-    public string Positions { get; set; } = "all";
-    public int? Samples { get; set; }
-    public string Compat { get; set; } = "default";
-    public int BatchSize { get; set; } = 64;
-    public double Noise { get; set; } = 3.0;
-    public long Seed { get; set; }
+    /// <summary>Coordinator: the experiment, a base64 MessagePack <see cref="ExperimentSpec"/> (<see cref="Encode"/>).</summary>
+    public string Experiment { get; set; } = "";
+    /// <summary>Coordinator and aggregator: the results folder.</summary>
     public string Out { get; set; } = "";
+    /// <summary>Worker: where this machine keeps the model (empty: the path the run was planned with).</summary>
+    public string Model { get; set; } = "";
     public string Device { get; set; } = "cpu";
     /// <summary>Torch threads of a worker (0: torch's default, one per core).</summary>
     public int Threads { get; set; }
@@ -32,38 +30,34 @@ public sealed class NoticeServiceOptions
     /// <summary>Seconds a pending shard may sit idle before another worker claims it.</summary>
     public double ClaimIdleSeconds { get; set; } = 30;
 
-    public static NoticeServiceOptions From(IConfiguration configuration)
+    /// <summary>The experiment as one configuration value.</summary>
+    public static string Encode(ExperimentSpec spec) => Convert.ToBase64String(Wire.Write(spec));
+
+    /// <summary>The coordinator's experiment; an ArgumentException when missing or malformed.</summary>
+    public ExperimentSpec DecodeExperiment()
     {
-        var o = new NoticeServiceOptions();
-        configuration.GetSection("Notice").Bind(o);
-        if (string.IsNullOrWhiteSpace(o.Run)) throw new ArgumentException("configuration Notice:Run (environment Notice__Run) names no run");
-        return o;
+        if (string.IsNullOrWhiteSpace(Experiment)) throw new ArgumentException("configuration Notice:Experiment (environment Notice__Experiment) holds no experiment");
+        try { return Wire.Read<ExperimentSpec>(Convert.FromBase64String(Experiment)); }
+        catch (Exception e) when (e is FormatException or InvalidDataException)
+        {
+            throw new ArgumentException($"configuration Notice:Experiment is not an encoded experiment: {e.Message}");
+        }
     }
 
-    public ExperimentSpec ToSpec() => new()
+    public void Validate()
     {
-        ModelDir = Model,
-        PairsPath = Pairs,
-        Modes = Split(Modes).Select(m => m switch
-        {
-            "image" => CorruptionMode.Image,
-            "text" => CorruptionMode.Text,
-            "noise" => CorruptionMode.Noise,
-            _ => throw new ArgumentException($"Notice:Modes: unknown mode '{m}'"),
-        }).ToList(),
-        Sites = Split(Sites).Select(PatchSite.Parse).ToList(),
-        Layers = string.IsNullOrWhiteSpace(Layers) ? null : IntList.Parse(Layers, "Notice:Layers"),
-        Heads = string.IsNullOrWhiteSpace(Heads) ? null : IntList.Parse(Heads, "Notice:Heads"),
-        Positions = PositionSelection.Parse(Positions),
-        Samples = Samples,
-        Patching = new PatchingOptions
-        {
-            Compat = Compat == "original" ? CompatMode.Original : CompatMode.Default,
-            BatchSize = BatchSize,
-            NoiseMultiple = Noise,
-            NoiseSeed = Seed,
-        },
-    };
+        if (string.IsNullOrWhiteSpace(Run)) throw new ArgumentException("configuration Notice:Run (environment Notice__Run) names no run");
+    }
+}
 
-    private static IEnumerable<string> Split(string s) => s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+public static class NoticeServiceOptionsExtensions
+{
+    /// <summary>Binds the "Notice" section once (eShop's AddOptions().BindConfiguration) and checks it.</summary>
+    public static IServiceCollection AddNoticeOptions(this IServiceCollection services)
+    {
+        services.AddOptions<NoticeServiceOptions>().BindConfiguration(NoticeServiceOptions.Section)
+            .Validate(o => !string.IsNullOrWhiteSpace(o.Run), "configuration Notice:Run (environment Notice__Run) names no run");
+        services.AddSingleton(sp => sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<NoticeServiceOptions>>().Value);
+        return services;
+    }
 }

@@ -1,6 +1,5 @@
-using System.Text.Json.Nodes;
-using MessagePack;
 using Notice.Core.Experiments;
+using Notice.Core.Patching;
 using Notice.Core.Results;
 using StackExchange.Redis;
 
@@ -23,7 +22,6 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
     private readonly IDatabase _db = redis.GetDatabase();
     private readonly Dictionary<string, ShardResultMessage> _results = new(StringComparer.Ordinal);
     private readonly Dictionary<string, DeadLetterMessage> _dead = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, SampleMessage> _samples = new(StringComparer.Ordinal);
     private RedisValue _deadCursor = "0-0";
     private RunSpecMessage? _spec;
     private readonly DateTime _started = DateTime.UtcNow;
@@ -55,18 +53,26 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
     /// <summary>Reads everything the run has produced so far.</summary>
     public async Task RebuildAsync()
     {
-        await EnsureGroupAsync();
+        await _db.EnsureGroupAsync(_keys.Results, RedisKeys.AggregatorGroup);
         foreach (var e in await _db.StreamRangeAsync(_keys.Results, "-", "+"))
-            Apply(MessagePackSerializer.Deserialize<ShardResultMessage>((byte[])e["m"]!));
+            if (Decode(e) is { } r) Apply(r);
         await PollDeadAsync();
         var status = await _db.HashGetAsync(_keys.Status, "complete");
         if (status == "1") Complete = true;
     }
 
-    private async Task EnsureGroupAsync()
+    /// <summary>A results entry, or null for a malformed one (moved to the dead-letter stream with the reason, once).</summary>
+    private ShardResultMessage? Decode(StreamEntry e)
     {
-        try { await _db.StreamCreateConsumerGroupAsync(_keys.Results, RedisKeys.AggregatorGroup, "0-0", createStream: true); }
-        catch (RedisServerException e) when (e.Message.Contains("BUSYGROUP")) { }
+        try { return Wire.Read<ShardResultMessage>(e); }
+        catch (InvalidDataException ex)
+        {
+            var id = $"malformed result {e.Id}";
+            var message = new DeadLetterMessage { ShardId = id, Error = $"malformed results entry {e.Id}: {ex.Message}", Attempts = 1, Worker = consumer };
+            _db.AppendOnceAsync(_keys.DeadSet, _keys.Dead, id, Wire.Write(message)).GetAwaiter().GetResult();
+            Log?.Invoke(message.Error);
+            return null;
+        }
     }
 
     /// <summary>New results through the consumer group (pending ones first, after a restart), then new dead letters.</summary>
@@ -79,7 +85,7 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
             foreach (var e in entries)
             {
                 if (e.IsNull) continue;
-                if (Apply(MessagePackSerializer.Deserialize<ShardResultMessage>((byte[])e["m"]!))) applied++;
+                if (Decode(e) is { } r && Apply(r)) applied++;
             }
             if (entries.Length > 0) await _db.StreamAcknowledgeAsync(_keys.Results, RedisKeys.AggregatorGroup, entries.Select(e => e.Id).ToArray());
         }
@@ -94,9 +100,16 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
         var entries = await _db.StreamRangeAsync(_keys.Dead, _deadCursor == "0-0" ? "-" : "(" + _deadCursor, "+");
         foreach (var e in entries)
         {
-            var d = MessagePackSerializer.Deserialize<DeadLetterMessage>((byte[])e["m"]!);
-            lock (_lock) if (_dead.TryAdd(d.ShardId, d)) n++;
             _deadCursor = e.Id;
+            DeadLetterMessage d;
+            try { d = Wire.Read<DeadLetterMessage>(e); }
+            catch (InvalidDataException ex)
+            {
+                Log?.Invoke($"skipped a malformed dead-letter entry {e.Id}: {ex.Message}");
+                continue;
+            }
+            // Malformed entries are reported as failures but are no shard of the plan.
+            lock (_lock) if (_dead.TryAdd(d.ShardId, d) && !d.ShardId.StartsWith("malformed ", StringComparison.Ordinal)) n++;
         }
         return n;
     }
@@ -120,7 +133,7 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
             double seconds = (DateTime.UtcNow - _started).TotalSeconds;
             double rate = seconds > 0 ? (done - Math.Max(0, _unitsAtStart)) / seconds : 0;
             double? eta = rate > 0 && total > 0 ? Math.Max(0, total - done - failed) / rate : null;
-            return new RunStatus(runId, total, done, failed, _spec?.TotalShards ?? 0, _results.Count, _dead.Count, rate, eta, Complete,
+            return new RunStatus(runId, total, done, failed, _spec?.TotalShards ?? 0, _results.Count, DeadShards, rate, eta, Complete,
                 Path.GetFullPath(outDir), Complete ? Path.GetFullPath(Path.Combine(outDir, "report.html")) : null);
         }
     }
@@ -141,7 +154,7 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
     {
         if (Complete || _spec is null) return;
         int shards;
-        lock (_lock) shards = _results.Count + _dead.Count;
+        lock (_lock) shards = _results.Count + DeadShards;
         if (shards < _spec.TotalShards) return;
         await WriteResultsAsync();
         // The report is written before the run is marked complete, so whoever sees "complete" finds it.
@@ -151,38 +164,23 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
         Log?.Invoke($"run {runId} complete: results in {Path.GetFullPath(outDir)}");
     }
 
+    /// <summary>Shards of the plan that are dead (malformed entries are reported, but were never planned).</summary>
+    private int DeadShards => _dead.Keys.Count(k => !k.StartsWith("malformed ", StringComparison.Ordinal));
+
     /// <summary>The rows and baselines received so far, in the order a local run writes them
     /// (sample, mode, site, then position, layer, head).</summary>
     public async Task<(List<ResultRow> Rows, List<BaselineRow> Baselines)> CurrentTablesAsync()
     {
         var spec = _spec ?? await RunPlanner.LoadSpecAsync(_db, runId) ?? throw new InvalidOperationException($"run {runId} has no spec in Redis");
-        var rows = new List<ResultRow>();
-        var baselines = new Dictionary<(string, string), BaselineRow>();
         List<ShardResultMessage> results;
-        lock (_lock) results = _results.Values.OrderBy(r => r.ShardId, StringComparer.Ordinal).ToList();
-        foreach (var r in results)
-        {
-            var (sampleId, mode, site, _) = ShardKey.Parse(r.ShardId);
-            var sample = await SampleAsync(sampleId);
-            rows.AddRange(r.Rows.Select(u => new ResultRow
-            {
-                Run = runId, Model = spec.ModelName, Task = sample.Task, Category = sample.Category, Sample = sampleId, Mode = mode, Site = site,
-                Layer = u.Layer, Head = u.Head, Position = u.Position, Token = u.Token,
-                ProbPatched = u.ProbPatched, ProbDiff = u.ProbDiff, LogitDiff = u.LogitDiff, PatchingEffect = u.PatchingEffect,
-            }));
-            if (r.Baseline is { } b && !baselines.ContainsKey((sampleId, mode)))
-                baselines[(sampleId, mode)] = new BaselineRow
-                {
-                    Run = runId, Model = spec.ModelName, Task = sample.Task, Category = sample.Category, Sample = sampleId, Mode = mode,
-                    CorrectToken = b.CorrectToken, IncorrectToken = b.IncorrectToken, CorrectId = b.CorrectId, IncorrectId = b.IncorrectId,
-                    ProbClean = b.ProbClean, ProbCorrupt = b.ProbCorrupt, LogitGapClean = b.LogitGapClean, LogitGapCorrupt = b.LogitGapCorrupt, Positions = b.Positions,
-                };
-        }
-        var order = spec.SampleIds.Select((id, i) => (id, i)).ToDictionary(x => x.id, x => x.i);
-        rows = rows.OrderBy(r => order.GetValueOrDefault(r.Sample)).ThenBy(r => Array.IndexOf(spec.Modes, r.Mode)).ThenBy(r => Array.IndexOf(spec.Sites, r.Site))
-            .ThenBy(r => r.Position).ThenBy(r => r.Layer).ThenBy(r => r.Head).ToList();
-        var baselineRows = baselines.Values.OrderBy(b => order.GetValueOrDefault(b.Sample)).ThenBy(b => Array.IndexOf(spec.Modes, b.Mode)).ToList();
-        return (rows, baselineRows);
+        lock (_lock) results = _results.Values.ToList();
+        var rows = ResultRows.Ordered(results.SelectMany(r => r.Rows), spec.SampleIds, spec.Experiment);
+        var order = spec.SampleIds.Select((id, i) => (id, i)).GroupBy(x => x.id).ToDictionary(g => g.Key, g => g.First().i);
+        var modes = spec.Experiment.Modes.Select(m => m.Name()).ToList();
+        var baselines = results.Where(r => r.Baseline is not null).Select(r => r.Baseline!).GroupBy(b => (b.Sample, b.Mode)).Select(g => g.First())
+            .OrderBy(b => order.GetValueOrDefault(b.Sample, int.MaxValue)).ThenBy(b => modes.IndexOf(b.Mode)).ToList();
+        await Task.CompletedTask;
+        return (rows, baselines);
     }
 
     /// <summary>The results folder, as `notice patch` writes it: results (CSV, Parquet), baselines, failures, provenance.</summary>
@@ -198,30 +196,11 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
         lock (_lock) dead = _dead.Values.OrderBy(d => d.ShardId, StringComparer.Ordinal).ToList();
         ResultsTables.Write(Path.Combine(outDir, ResultsTables.FailuresCsv),
             dead.Select(d => new FailureRow { Run = runId, Sample = d.SampleId, Mode = d.Mode, Site = d.Site, Error = $"{d.Units} units: {d.Error}" }));
-        var provenance = new JsonObject
-        {
-            ["run"] = runId, ["notice_version"] = Provenance.NoticeVersion, ["model"] = spec.Model, ["pairs_sha256"] = spec.PairsSha256,
-            ["modes"] = new JsonArray(spec.Modes.Select(m => (JsonNode)m).ToArray()), ["sites"] = new JsonArray(spec.Sites.Select(s => (JsonNode)s).ToArray()),
-            ["positions"] = spec.Positions, ["compat"] = spec.Compat, ["noise_multiple"] = spec.NoiseMultiple, ["noise_seed"] = spec.NoiseSeed,
-            ["batch_size"] = spec.BatchSize, ["dtype"] = "float32", ["units_total"] = spec.TotalUnits, ["shards_total"] = spec.TotalShards,
-            ["shards_dead"] = dead.Count, ["distributed"] = true,
-        };
-        if (Directory.Exists(spec.Model))
-        {
-            var files = new JsonObject();
-            foreach (var f in Directory.GetFiles(spec.Model).OrderBy(f => f, StringComparer.Ordinal)) files[Path.GetFileName(f)] = Provenance.Sha256(f);
-            provenance["model_files_sha256"] = files;
-        }
+        var provenance = Provenance.Describe(spec.Experiment, runId, spec.PairsSha256);
+        provenance["units_total"] = spec.TotalUnits;
+        provenance["shards_total"] = spec.TotalShards;
+        provenance["shards_dead"] = dead.Count;
+        provenance["distributed"] = true;
         File.WriteAllText(Path.Combine(outDir, Provenance.FileName), provenance.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
-    }
-
-    private async Task<SampleMessage> SampleAsync(string id)
-    {
-        if (_samples.TryGetValue(id, out var s)) return s;
-        var v = await _db.HashGetAsync(_keys.Samples, id);
-        s = v.HasValue ? MessagePackSerializer.Deserialize<SampleMessage>((byte[])v!) : new SampleMessage { Id = id };
-        s.Image = []; s.CorruptImage = [];   // only the names are needed here
-        _samples[id] = s;
-        return s;
     }
 }

@@ -1,88 +1,56 @@
 using System.Diagnostics;
 using Notice.Core.Experiments;
+using Notice.Core.Families;
 using Notice.Core.Patching;
+using Notice.Core.Results;
 using Notice.Core.Tasks;
-using Notice.Vlm;
 using Notice.Vlm.Processing;
 using TorchSharp;
 
 namespace Notice.Distributed;
 
 /// <summary>
-/// Runs shards of one run with the patching engine of whichever model the run names (BLIP or LLaVA,
-/// read from config.json). The sample's clean and corrupt runs are kept for the shard that follows
-/// (shards of a sample arrive close together), and the engine keeps each image's vision pass, so most
-/// shards only pay for their patched runs.
+/// Runs shards of one run on this worker with the patching backend of the run's model family. The
+/// sample's clean and corrupt runs are kept for the shard that follows (shards of a sample arrive
+/// close together), and the engine keeps each image's vision pass, so most shards only pay for their
+/// patched runs. Rows are mapped with <see cref="ResultRows"/>, as a local run maps them.
 /// </summary>
 public sealed class ShardRunner : IDisposable
 {
     private readonly RunSpecMessage _spec;
-    private readonly ExperimentSpec _experiment;
     private readonly PatchingBackend _backend;
-    private (string Sample, string Mode, EncodedSample Encoded, IPreparedSample Prepared)? _last;
+    private (string Sample, CorruptionMode Mode, EncodedSample Encoded, IPreparedSample Prepared)? _last;
 
+    /// <param name="modelPath">where this machine keeps the model (null: the path the run was planned with)</param>
     public ShardRunner(RunSpecMessage spec, string? modelPath = null, string device = "cpu")
     {
         _spec = spec;
-        var options = new PatchingOptions
-        {
-            Compat = spec.Compat == "original" ? CompatMode.Original : CompatMode.Default,
-            BatchSize = spec.BatchSize,
-            NoiseMultiple = spec.NoiseMultiple,
-            NoiseSeed = spec.NoiseSeed,
-        };
-        var model = modelPath ?? spec.Model;
-        var torchDevice = device == "cpu" ? null : torch.device(device);
-        _backend = PatchingBackend.Load(model, options, device: torchDevice);
-        _experiment = new ExperimentSpec
-        {
-            ModelDir = model, PairsPath = "",
-            Layers = spec.Layers, Heads = spec.Heads, Positions = PositionSelection.Parse(spec.Positions), Patching = options,
-        };
+        var model = modelPath ?? spec.Experiment.ModelDir;
+        _backend = ModelFamilies.Of(model).LoadBackend(model, spec.Experiment.Patching, dtype: spec.Experiment.DType,
+            device: device == "cpu" ? null : torch.device(device));
     }
 
     public ShardResultMessage Run(ShardMessage shard, SampleMessage sample, string worker)
     {
         var clock = Stopwatch.StartNew();
-        var site = _backend.Site(shard.Site);
-        var mode = shard.Mode switch
-        {
-            "image" => CorruptionMode.Image,
-            "text" => CorruptionMode.Text,
-            "noise" => CorruptionMode.Noise,
-            _ => throw new ArgumentException($"unknown mode '{shard.Mode}'"),
-        };
-        var (encoded, prepared) = Prepare(sample, mode, shard.Mode);
-        var experiment = shard.Layer >= 0 ? _experiment with { Layers = [shard.Layer] } : _experiment;
-        var units = shard.Units.Length > 0
-            ? shard.Units.Select(u => new PatchUnit(site, u.Layer, u.Head, u.Position)).ToList()
-            : _backend.Plan(site, encoded, prepared, experiment);
+        var experiment = _spec.Experiment;
+        var (encoded, prepared) = Prepare(sample, shard.Mode);
+        var units = _backend.Plan(shard.Site, encoded, prepared, shard.Layer >= 0 ? experiment with { Layers = [shard.Layer] } : experiment);
         var results = _backend.Engine.Run(prepared, units);
+        var model = experiment.ModelName;
         return new ShardResultMessage
         {
             ShardId = shard.ShardId,
             Worker = worker,
-            Rows = results.Select(r => new ResultRowMessage
-            {
-                Layer = r.Unit.Layer, Head = r.Unit.Head, Position = r.Unit.Position,
-                Token = r.Unit.Position < encoded.CleanTokens.Length ? encoded.CleanTokens[r.Unit.Position] : "",
-                ProbPatched = r.Metrics.ProbPatched, ProbDiff = r.Metrics.ProbDiff, LogitDiff = r.Metrics.LogitDiff, PatchingEffect = r.Metrics.PatchingEffect,
-            }).ToArray(),
-            Baseline = new BaselineMessage
-            {
-                CorrectToken = encoded.CorrectToken, IncorrectToken = encoded.IncorrectToken,
-                CorrectId = prepared.Baseline.CorrectId, IncorrectId = prepared.Baseline.IncorrectId,
-                ProbClean = prepared.Baseline.ProbClean, ProbCorrupt = prepared.Baseline.ProbCorrupt,
-                LogitGapClean = prepared.Baseline.LogitGapClean, LogitGapCorrupt = prepared.Baseline.LogitGapCorrupt,
-                Positions = prepared.Positions,
-            },
+            Rows = results.Select(r => ResultRows.Row(_spec.RunId, model, encoded, shard.Mode, experiment.Method, r)).ToArray(),
+            Baseline = ResultRows.Baseline(_spec.RunId, model, encoded, shard.Mode, prepared),
             Seconds = clock.Elapsed.TotalSeconds,
         };
     }
 
-    private (EncodedSample, IPreparedSample) Prepare(SampleMessage sample, CorruptionMode mode, string modeName)
+    private (EncodedSample, IPreparedSample) Prepare(SampleMessage sample, CorruptionMode mode)
     {
-        if (_last is { } last && last.Sample == sample.Id && last.Mode == modeName) return (last.Encoded, last.Prepared);
+        if (_last is { } last && last.Sample == sample.Id && last.Mode == mode) return (last.Encoded, last.Prepared);
         _last?.Prepared.Dispose();
         _last = null;
         var record = new PairRecord
@@ -94,7 +62,7 @@ public sealed class ShardRunner : IDisposable
         var corrupt = ImageDecoder.Decode(sample.CorruptImage, sample.CorruptImageName);
         var encoded = _backend.Encoder.Encode(record, image, $"{sample.Id}:clean", corrupt, $"{sample.Id}:corrupt");
         var prepared = _backend.Engine.Prepare(encoded.Inputs, mode);
-        _last = (sample.Id, modeName, encoded, prepared);
+        _last = (sample.Id, mode, encoded, prepared);
         return (encoded, prepared);
     }
 

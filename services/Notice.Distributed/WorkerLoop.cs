@@ -1,10 +1,8 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
-using MessagePack;
 using Notice.Core;
-using Notice.Vlm.Checkpoints;
-using Notice.Vlm.Config;
-using Notice.Vlm.Processing;
+using Notice.Core.Experiments;
+using Notice.Core.Patching;
 using StackExchange.Redis;
 
 namespace Notice.Distributed;
@@ -40,12 +38,13 @@ public sealed record WorkerOptions
 /// </summary>
 public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions options)
 {
+
     private static readonly Counter<long> UnitsCompleted = NoticeTelemetry.Meter.CreateCounter<long>("notice.units.completed", "{unit}", "patched units completed");
     private static readonly Histogram<double> ShardDuration = NoticeTelemetry.Meter.CreateHistogram<double>("notice.shard.duration", "s", "time to run one shard");
 
     private readonly RedisKeys _keys = new(options.RunId);
     private readonly IDatabase _db = redis.GetDatabase();
-    private readonly Dictionary<string, SampleMessage> _samples = new();
+    private readonly RunSamples _samples = new(redis.GetDatabase(), new RedisKeys(options.RunId));
     private long _unitsDone;
     private readonly Stopwatch _busy = new();
 
@@ -125,7 +124,15 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
 
     private async Task<bool> ProcessAsync(ShardRunner runner, StreamEntry entry, CancellationToken cancel)
     {
-        var shard = MessagePackSerializer.Deserialize<ShardMessage>((byte[])entry["m"]!);
+        ShardMessage shard;
+        try { shard = Wire.Read<ShardMessage>(entry); }
+        catch (InvalidDataException e)
+        {
+            // A malformed entry fails the same way for every worker: report it, never retry it.
+            await DeadLetterAsync(entry.Id, new ShardMessage { ShardId = $"malformed entry {entry.Id}", Site = new PatchSite("?", "", false) },
+                $"malformed work entry {entry.Id}: {e.Message}", 1);
+            return true;
+        }
         if (await _db.SetContainsAsync(_keys.Done, shard.ShardId) || await _db.SetContainsAsync(_keys.DeadSet, shard.ShardId))
         {
             // Written already (the last holder died before its XACK): nothing to add.
@@ -143,15 +150,15 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
         var keepAliveTask = KeepAliveAsync(entry.Id, keepAlive.Token);
         try
         {
-            for (int attempt = 1; ; attempt++)
+            while (true)
             {
                 try
                 {
-                    var sample = await SampleAsync(shard.SampleId);
+                    var sample = await _samples.GetAsync(shard.SampleId);
                     _busy.Start();
                     var result = runner.Run(shard, sample, options.WorkerId);
                     _busy.Stop();
-                    await _db.AppendOnceAsync(_keys.Done, _keys.Results, shard.ShardId, MessagePackSerializer.Serialize(result));
+                    await _db.AppendOnceAsync(_keys.Done, _keys.Results, shard.ShardId, Wire.Write(result));
                     _unitsDone += result.Rows.Length;
                     UnitsCompleted.Add(result.Rows.Length);
                     ShardDuration.Record(result.Seconds);
@@ -167,7 +174,7 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
                     span?.SetStatus(ActivityStatusCode.Error, e.Message);
                     Log?.Invoke($"shard {shard.ShardId} failed (attempt {failures}): {e.Message}");
                     // Bad input fails the same way every time: no point in trying again.
-                    if (IsInputError(e) || failures >= options.MaxAttempts)
+                    if (InputErrors.IsInputError(e) || failures >= options.MaxAttempts)
                     {
                         await DeadLetterAsync(entry.Id, shard, e.Message, (int)failures);
                         return true;
@@ -194,9 +201,6 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
         return span;
     }
 
-    public static bool IsInputError(Exception e) =>
-        e is ImageException or ArgumentException or CheckpointException or ConfigException or FormatException;
-
     /// <summary>Renews this worker's claim so a long shard is not taken for a dead one (XCLAIM JUSTID resets its idle time).</summary>
     private async Task KeepAliveAsync(RedisValue id, CancellationToken cancel)
     {
@@ -214,35 +218,15 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
         return pending.Length > 0 ? pending[0].DeliveryCount : 1;
     }
 
-    private const string DeadOnce = """
-        if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
-          redis.call('XADD', KEYS[2], '*', 'm', ARGV[2])
-        end
-        redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
-        return 1
-        """;
-
     private async Task DeadLetterAsync(RedisValue entryId, ShardMessage shard, string error, int attempts)
     {
         var message = new DeadLetterMessage
         {
-            ShardId = shard.ShardId, SampleId = shard.SampleId, Mode = shard.Mode, Site = shard.Site,
-            Units = shard.Units.Length > 0 ? shard.Units.Length : shard.EstimatedUnits, Error = error, Attempts = attempts, Worker = options.WorkerId,
+            ShardId = shard.ShardId, SampleId = shard.SampleId, Mode = shard.Mode.Name(), Site = shard.Site.Name,
+            Units = shard.EstimatedUnits, Error = error, Attempts = attempts, Worker = options.WorkerId,
         };
         Log?.Invoke($"shard {shard.ShardId} dead-lettered: {error}");
-        await _db.ScriptEvaluateAsync(DeadOnce, [_keys.DeadSet, _keys.Dead, _keys.Work],
-            [shard.ShardId, MessagePackSerializer.Serialize(message), RedisKeys.WorkersGroup, entryId]);
-    }
-
-    private async Task<SampleMessage> SampleAsync(string id)
-    {
-        if (_samples.TryGetValue(id, out var s)) return s;
-        var v = await _db.HashGetAsync(_keys.Samples, id);
-        if (!v.HasValue) throw new ArgumentException($"sample {id} is not stored with run {options.RunId}");
-        s = MessagePackSerializer.Deserialize<SampleMessage>((byte[])v!);
-        if (_samples.Count > 256) _samples.Clear();
-        _samples[id] = s;
-        return s;
+        await _db.AppendOnceAndAckAsync(_keys.DeadSet, _keys.Dead, shard.ShardId, Wire.Write(message), _keys.Work, RedisKeys.WorkersGroup, entryId);
     }
 
     private async Task HeartbeatAsync()
@@ -253,7 +237,7 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
             UnitsPerSecond = _busy.Elapsed.TotalSeconds > 0 ? _unitsDone / _busy.Elapsed.TotalSeconds : 0,
             LastSeenUtc = DateTime.UtcNow, Host = Environment.MachineName,
         };
-        var bytes = MessagePackSerializer.Serialize(beat);
+        var bytes = Wire.Write(beat);
         // The expiring key says the worker is alive; the hash keeps its last word for the dashboard.
         await _db.StringSetAsync(_keys.Worker(options.WorkerId), bytes, TimeSpan.FromSeconds(Math.Max(5, options.Heartbeat.TotalSeconds * 5)));
         await _db.HashSetAsync(_keys.Workers, options.WorkerId, bytes);

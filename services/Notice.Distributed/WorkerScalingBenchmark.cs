@@ -40,7 +40,7 @@ public static class WorkerScalingBenchmark
                 using var redis = new LocalRedisServer();
                 using var connection = redis.Connect();
                 var run = $"scaling-{n}";
-                var (plan, _) = await new RunPlanner(connection.GetDatabase()).PlanAsync(spec, run);
+                var (plan, _) = await new RunPlanner(connection.GetDatabase()).PlanAsync(spec, run, Path.Combine(dir, run));
                 log?.Invoke($"{n} worker(s): {plan.TotalUnits} units in {plan.TotalShards} shards");
                 var workers = Enumerable.Range(0, n).Select(i => new ServiceProcess(worker, new Dictionary<string, string>
                 {

@@ -1,3 +1,4 @@
+using Notice.Distributed;
 using Notice.Worker;
 
 // A worker: pulls shards of the run from Redis and runs them with the patching engine. Run one per
@@ -5,5 +6,6 @@ using Notice.Worker;
 var builder = Host.CreateApplicationBuilder(args);
 builder.AddServiceDefaults();
 builder.AddRedisClient("redis");
+builder.Services.AddNoticeOptions();
 builder.Services.AddHostedService<WorkerService>();
 builder.Build().Run();

@@ -3,12 +3,11 @@ using StackExchange.Redis;
 
 namespace Notice.Worker;
 
-public sealed class WorkerService(IConnectionMultiplexer redis, IConfiguration configuration, IHostApplicationLifetime lifetime, ILogger<WorkerService> log)
+public sealed class WorkerService(IConnectionMultiplexer redis, NoticeServiceOptions options, IHostApplicationLifetime lifetime, ILogger<WorkerService> log)
     : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stop)
     {
-        var options = NoticeServiceOptions.From(configuration);
         var id = options.WorkerId ?? $"{Environment.MachineName}-{Environment.ProcessId}";
         if (options.Threads > 0) TorchSharp.torch.set_num_threads(options.Threads);
         log.LogInformation("worker {Worker} on {Device} for run {Run}", id, options.Device, options.Run);
@@ -31,6 +30,7 @@ public sealed class WorkerService(IConnectionMultiplexer redis, IConfiguration c
         catch (Exception e)
         {
             log.LogError(e, "worker {Worker} failed", id);
+            Console.Error.WriteLine($"error: worker {id}: {e.Message}");
             Environment.ExitCode = 1;
         }
         lifetime.StopApplication();

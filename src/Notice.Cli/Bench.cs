@@ -1,3 +1,4 @@
+using Notice.Core;
 using Notice.Core.Benchmarks;
 using Notice.Vlm.Blip;
 using Notice.Vlm.Llava;
@@ -51,7 +52,7 @@ internal static class Bench
     /// <summary>Throughput with 1, 2, ... worker processes and the scaling efficiency against one.</summary>
     public static async Task<int> WorkersAsync(IReadOnlyList<int> counts, int repeat)
     {
-        var root = Defaults.RepoRoot ?? throw new InvalidOperationException("bench --workers runs from the repository (Notice.sln not found)");
+        var root = RepoPaths.Root ?? throw new InvalidOperationException("bench --workers runs from the repository (Notice.sln not found)");
         var fixture = Path.Combine(root, "tests", "fixtures", "blip-tiny");
         var points = await Notice.Distributed.WorkerScalingBenchmark.RunAsync(root, fixture, Path.Combine(fixture, "pairs.jsonl"), repeat, counts, m => Console.Error.WriteLine(m));
         Console.WriteLine($"machine: {Environment.ProcessorCount} cores; each worker a process with 1 torch thread; random BLIP (hidden 256, 4 layers, 8 heads, 96x96 images); redis-server on loopback");

@@ -1,7 +1,4 @@
 using System.CommandLine;
-using Notice.Vlm.Checkpoints;
-using Notice.Vlm.Config;
-using Notice.Vlm.Processing;
 
 namespace Notice.Cli;
 
@@ -23,7 +20,5 @@ public static class CliErrors
         }
     }
 
-    public static bool IsInputError(Exception e) => e is CheckpointException or ConfigException or ImageException
-        or ArgumentException or FileNotFoundException or DirectoryNotFoundException or InvalidDataException
-        or InvalidOperationException or FormatException or Notice.Core.Tasks.TaskInputException;
+    public static bool IsInputError(Exception e) => Notice.Core.InputErrors.IsInputError(e);
 }

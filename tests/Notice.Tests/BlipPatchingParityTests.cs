@@ -176,7 +176,7 @@ public sealed class BlipPatchingParityTests(ITestOutputHelper output)
     internal static List<PatchUnit> AllUnits(BlipPatchingEngine engine, int positions)
     {
         var units = new List<PatchUnit>();
-        foreach (var site in PatchSite.All)
+        foreach (var site in new BlipFamily().Sites)
             for (int l = 0; l < engine.NumLayers; l++)
                 for (int p = 0; p < positions; p++)
                     if (site.PerHead)

@@ -49,7 +49,7 @@ public sealed class LlavaPatchingParityTests(ITestOutputHelper output) : IDispos
     /// <summary>A backend on its own copy of llava-tiny (the backend owns and disposes its model).</summary>
     private LlavaBackend Backend(PatchingOptions options)
     {
-        var backend = new LlavaBackend(LlavaVqa.Load(Fixtures.LlavaTiny), options, Path.Combine(Fixtures.LlavaTiny, "pairs.jsonl"));
+        var backend = (LlavaBackend)new LlavaFamily().LoadBackend(Fixtures.LlavaTiny, options, Path.Combine(Fixtures.LlavaTiny, "pairs.jsonl"));
         _owned.Add(backend);
         return backend;
     }
@@ -113,7 +113,7 @@ public sealed class LlavaPatchingParityTests(ITestOutputHelper output) : IDispos
         foreach (var (kind, site) in new[] { ("layer", "layer"), ("attention_block", "attn"), ("mlp_block", "mlp") })
         {
             // `all` is the original's positions: the question and " ASSISTANT:".
-            var units = backend.Plan(backend.Site(site), sample, prepared, Spec(PositionSelection.All));
+            var units = backend.Plan(backend.Family.Site(site), sample, prepared, Spec(PositionSelection.All));
             Assert.Equal(Enumerable.Range(7, prepared.Positions - 7), units.Select(u => u.Position).Distinct());
             worst = Math.Max(worst, Compare(f, $"{key}.{kind}.scores", Scores(backend, prepared, units)));
             Assert.Equal(f.Read($"{key}.{kind}.low_score").data<float>().ToArray(), prepared.Baseline.Unpatched.ToArray(), new ToleranceComparer(Tolerance));
@@ -122,10 +122,10 @@ public sealed class LlavaPatchingParityTests(ITestOutputHelper output) : IDispos
         for (int h = 0; h < backend.NumHeads; h++)
         {
             // Head-wise `answer` is the original's offset position; `last` its lastpos runs.
-            var answer = backend.Plan(backend.Site("heads:attn"), sample, prepared, Spec(PositionSelection.Answer, [h]));
+            var answer = backend.Plan(backend.Family.Site("heads:attn"), sample, prepared, Spec(PositionSelection.Answer, [h]));
             Assert.Equal(sample.AnswerPosition + 7, answer[0].Position);
             worst = Math.Max(worst, Compare(f, $"{key}.attention_block.head{h}.scores", Scores(backend, prepared, answer)));
-            var last = backend.Plan(backend.Site("heads:attn"), sample, prepared, Spec(PositionSelection.Last, [h]));
+            var last = backend.Plan(backend.Family.Site("heads:attn"), sample, prepared, Spec(PositionSelection.Last, [h]));
             worst = Math.Max(worst, Compare(f, $"{key}.attention_block.head{h}.lastpos.scores", Scores(backend, prepared, last)));
             tables += 2;
         }
@@ -139,20 +139,20 @@ public sealed class LlavaPatchingParityTests(ITestOutputHelper output) : IDispos
         using var f = SafeTensorsFile.Open(FixturePatching);
         var backend = Backend(new PatchingOptions { BatchSize = 7 });
         var (sample, prepared) = Prepare(backend, key);
-        var questionOn = new PositionSelection("list", Enumerable.Range(7, prepared.Positions - 7).ToList());
+        var questionOn = new PositionSelection(PositionKind.List, (Enumerable.Range(7, prepared.Positions - 7).ToList().ToArray()));
         double worst = 0;
         foreach (var (kind, site) in new[] { ("layer", "layer"), ("attention_block", "attn"), ("mlp_block", "mlp") })
         {
-            var units = backend.Plan(backend.Site(site), sample, prepared, Spec(questionOn));
+            var units = backend.Plan(backend.Family.Site(site), sample, prepared, Spec(questionOn));
             worst = Math.Max(worst, Compare(f, $"{key}.{kind}.corrected.scores", Scores(backend, prepared, units)));
         }
         for (int h = 0; h < backend.NumHeads; h++)
         {
-            var answer = backend.Plan(backend.Site("heads:attn"), sample, prepared, Spec(PositionSelection.Answer, [h]));
+            var answer = backend.Plan(backend.Family.Site("heads:attn"), sample, prepared, Spec(PositionSelection.Answer, [h]));
             Assert.Equal(sample.AnswerPosition, answer[0].Position);
             worst = Math.Max(worst, Compare(f, $"{key}.attention_block.head{h}.corrected.scores", Scores(backend, prepared, answer)));
             // Heads default to the last position, where the answer is read: the lastpos runs.
-            var byDefault = backend.Plan(backend.Site("heads:attn"), sample, prepared, Spec(PositionSelection.Default, [h]));
+            var byDefault = backend.Plan(backend.Family.Site("heads:attn"), sample, prepared, Spec(PositionSelection.Default, [h]));
             Assert.Equal(prepared.Positions - 1, byDefault[0].Position);
             worst = Math.Max(worst, Compare(f, $"{key}.attention_block.head{h}.lastpos.scores", Scores(backend, prepared, byDefault)));
         }
@@ -181,13 +181,13 @@ public sealed class LlavaPatchingParityTests(ITestOutputHelper output) : IDispos
     /// the image, the answer word and the last two tokens (the plain path is slow: not every position).</summary>
     private static List<PatchUnit> SomeUnits(PatchingBackend backend, EncodedSample sample, IPreparedSample prepared)
     {
-        var positions = new PositionSelection("list", new[] { 0, 3, 5, sample.AnswerPosition, prepared.Positions - 2, prepared.Positions - 1 });
-        return PatchSite.Llava.SelectMany(site => backend.Plan(site, sample, prepared, Spec(positions))).ToList();
+        var positions = new PositionSelection(PositionKind.List, (new[] { 0, 3, 5, sample.AnswerPosition, prepared.Positions - 2, prepared.Positions - 1 }).ToArray());
+        return new LlavaFamily().Sites.SelectMany(site => backend.Plan(site, sample, prepared, Spec(positions))).ToList();
     }
 
     /// <summary>Every unit of every site at every layer and position (heads all of them).</summary>
     private static List<PatchUnit> AllUnits(PatchingBackend backend, EncodedSample sample, IPreparedSample prepared) =>
-        PatchSite.Llava.SelectMany(site => backend.Plan(site, sample, prepared, Spec(PositionSelection.All))).ToList();
+        new LlavaFamily().Sites.SelectMany(site => backend.Plan(site, sample, prepared, Spec(PositionSelection.All))).ToList();
 
     [Theory]
     [InlineData("shapes.image", CompatMode.Default)]
@@ -270,14 +270,14 @@ public sealed class LlavaPatchingParityTests(ITestOutputHelper output) : IDispos
         var backend = Backend(new PatchingOptions());
         var (sample, prepared) = Prepare(backend, "shapes.image");
         var beyond = Assert.ThrowsAny<ArgumentException>(() =>
-            backend.Plan(backend.Site("mlp"), sample, prepared, Spec(new PositionSelection("list", [3, 40]))));
+            backend.Plan(backend.Family.Site("mlp"), sample, prepared, Spec(new PositionSelection(PositionKind.List, [3, 40]))));
         Assert.Contains("position 40 is out of range: the prompt has positions 0..20", beyond.Message);
         var image = Assert.ThrowsAny<ArgumentException>(() =>
-            backend.Plan(backend.Site("mlp"), sample, prepared, Spec(new PositionSelection("list", [4]))));
+            backend.Plan(backend.Family.Site("mlp"), sample, prepared, Spec(new PositionSelection(PositionKind.List, [4]))));
         Assert.Contains("<image>", image.Message);
         var direct = Assert.ThrowsAny<ArgumentException>(() => backend.Engine.Run(prepared, [new PatchUnit(PatchSite.LlavaMlp, 0, -1, 21)]));
         Assert.Contains("position 21 is out of range", direct.Message);
-        var cross = Assert.Throws<ArgumentException>(() => backend.Site("cross"));
+        var cross = Assert.Throws<ArgumentException>(() => backend.Family.Site("cross"));
         Assert.Contains("layer, attn, mlp, heads:attn", cross.Message);
     }
 
@@ -305,9 +305,9 @@ public sealed class LlavaPatchingParityTests(ITestOutputHelper output) : IDispos
         var backend = Backend(new PatchingOptions { Compat = CompatMode.Original });
         var sample = backend.Encoder.Encode(record);
         using var prepared = backend.Engine.Prepare(sample.Inputs, CorruptionMode.Image);
-        var e = Assert.ThrowsAny<ArgumentException>(() => backend.Plan(backend.Site("heads:attn"), sample, prepared, Spec(PositionSelection.Answer)));
+        var e = Assert.ThrowsAny<ArgumentException>(() => backend.Plan(backend.Family.Site("heads:attn"), sample, prepared, Spec(PositionSelection.Answer)));
         Assert.Contains("IndexError", e.Message);
-        Assert.NotEmpty(backend.Plan(backend.Site("heads:attn"), sample, prepared, Spec(PositionSelection.Last)));
+        Assert.NotEmpty(backend.Plan(backend.Family.Site("heads:attn"), sample, prepared, Spec(PositionSelection.Last)));
     }
 
     private sealed class ToleranceComparer(double tolerance) : IEqualityComparer<float>

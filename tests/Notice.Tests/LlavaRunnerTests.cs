@@ -28,17 +28,17 @@ public sealed class LlavaRunnerTests : IDisposable
         ModelDir = Fixtures.LlavaTiny,
         PairsPath = Pairs,
         Modes = [CorruptionMode.Image, CorruptionMode.Text],
-        Sites = sites.Select(s => PatchSite.Parse(s, VlmArchitecture.Llava)).ToList(),
+        Sites = sites.Select(s => new LlavaFamily().Site(s)).ToList(),
         Patching = new PatchingOptions { BatchSize = 8 },
     };
 
     [Fact]
     public void TheModelFamilyIsReadFromConfigJson()
     {
-        Assert.Equal(VlmArchitecture.Llava, VlmModel.ArchitectureOf(Fixtures.LlavaTiny));
-        Assert.Equal(VlmArchitecture.Blip, VlmModel.ArchitectureOf(Fixtures.BlipTiny));
-        Assert.Equal("text.blocks.{l}.mlp.out", PatchSite.Parse("mlp", VlmArchitecture.Llava).HookPoint);
-        Assert.Equal("text.blocks.{l}.resid_post", PatchSite.Parse("mlp", VlmArchitecture.Blip).HookPoint);
+        Assert.IsType<LlavaFamily>(ModelFamilies.Of(Fixtures.LlavaTiny));
+        Assert.IsType<BlipFamily>(ModelFamilies.Of(Fixtures.BlipTiny));
+        Assert.Equal("text.blocks.{l}.mlp.out", new LlavaFamily().Site("mlp").HookPoint);
+        Assert.Equal("text.blocks.{l}.resid_post", new BlipFamily().Site("mlp").HookPoint);
     }
 
     [Fact]
@@ -126,7 +126,7 @@ public sealed class LlavaRunnerTests : IDisposable
     public async Task AnswerJsonHasTheLastPositionLogits()
     {
         var answer = ((IVisionLanguageModel)LlavaTinyModel.Vqa).Answer(Path.Combine(Fixtures.LlavaTiny, "red_circle_blue_square.png"), "Is the circle red or blue? Answer in one word.");
-        var doc = JsonNode.Parse(AnswerCommand.Json(VlmArchitecture.Llava, answer))!;
+        var doc = JsonNode.Parse(AnswerCommand.Json(new LlavaFamily(), answer))!;
         Assert.Equal("red.", doc["answer"]!.GetValue<string>());
         Assert.Equal(416, doc["last_position_logits"]!.AsArray().Count);
         Assert.Equal(answer.Ids, doc["answer_ids"]!.AsArray().Select(n => n!.GetValue<long>()));
@@ -150,7 +150,7 @@ public sealed class LlavaRunnerTests : IDisposable
     [Fact]
     public void SelectionKeepsWhatLlavaAnswersRight()
     {
-        using var vlm = VlmModel.Load(Fixtures.LlavaTiny);
+        using var vlm = new LlavaFamily().LoadModel(Fixtures.LlavaTiny);
         var records = PairsManifest.Read(Pairs);
         var result = SampleSelector.Select(records, rs => vlm.AnswerBatch(rs.Select(r => (PairsManifest.ResolvePath(Pairs, r.Image), r.Prompt)).ToList()), perTask: 5);
         Assert.Equal(2, result.Selected.Count);   // "red." and "happy." match the answers

@@ -170,7 +170,7 @@ public sealed class ShapesBlipCheckpointTests(ITestOutputHelper output)
             ModelDir = Folder,
             PairsPath = report.ManifestPath!,
             Modes = [CorruptionMode.Image],
-            Sites = [PatchSite.Parse("heads:attn", Notice.Vlm.VlmArchitecture.Blip)],
+            Sites = [new BlipFamily().Site("heads:attn")],
             Positions = PositionSelection.All,
         };
         var outDir = Path.Combine(dir.Path, "run");

@@ -1,3 +1,5 @@
+using Notice.Core.Families;
+using Notice.Core;
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
@@ -5,8 +7,6 @@ using Notice.Core.Attention;
 using Notice.Core.Results;
 using Notice.Core.Tasks;
 using Notice.Vlm;
-using Notice.Vlm.Blip;
-using Notice.Vlm.Llava;
 
 namespace Notice.Cli.Commands;
 
@@ -15,7 +15,7 @@ public static class AttentionCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "model folder", DefaultValueFactory = _ => Defaults.Model };
+        var model = new Option<string>("--model") { Description = "model folder", DefaultValueFactory = _ => RepoPaths.BuiltInModel };
         var pairs = new Option<string>("--pairs") { Description = "pairs manifest (masks give the object's ground truth)", Required = true };
         var heads = new Option<string>("--heads") { Description = "heads, e.g. L3.H0,L5.H3", Required = true };
         var output = new Option<string>("--out") { Description = "output folder", Required = true };
@@ -28,13 +28,9 @@ public static class AttentionCommand
             var manifest = pr.GetValue(pairs)!;
             var outDir = pr.GetValue(output)!;
             var chosen = AttentionFunctions.ParseHeads(pr.GetValue(heads)!);
-            using var vlm = VlmModel.Load(pr.GetValue(model)!);
-            IAttentionProbe probe = vlm switch
-            {
-                BlipVqa blip => new BlipAttentionProbe(blip, manifest),
-                LlavaVqa llava => new LlavaAttentionProbe(llava, manifest),
-                _ => throw new ArgumentException($"no attention probe for {vlm.GetType().Name}"),
-            };
+            var family = ModelFamilies.Of(pr.GetValue(model)!);
+            using var vlm = family.LoadModel(pr.GetValue(model)!);
+            var probe = family.AttentionProbe(vlm, manifest);
             var records = PairsManifest.Read(manifest).Take(pr.GetValue(samples)).ToList();
             var read = new List<SampleAttention>();
             foreach (var r in records)

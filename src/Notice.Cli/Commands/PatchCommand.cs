@@ -1,7 +1,6 @@
+using Notice.Core;
 using System.CommandLine;
 using Notice.Core.Experiments;
-using Notice.Core.Patching;
-using Notice.Vlm;
 using Spectre.Console;
 
 namespace Notice.Cli.Commands;
@@ -10,67 +9,37 @@ namespace Notice.Cli.Commands;
 /// finished and the same --out resumes.</summary>
 public static class PatchCommand
 {
+    /// <summary>The experiment `notice patch` would run for these arguments (what the AppHost runs for the same options).</summary>
+    public static ExperimentSpec Experiment(params string[] args)
+    {
+        var options = Options();
+        var cmd = new Command("patch");
+        foreach (var o in options.Values) cmd.Add(o);
+        return Experiment(options, cmd.Parse(args));
+    }
+
+    // The experiment's options come from one table (ExperimentOptions), shared with the AppHost.
+    private static Dictionary<string, Option<string?>> Options() =>
+        ExperimentOptions.All.ToDictionary(o => o.Name, o => new Option<string?>(o.Name, o.Aliases)
+        {
+            Description = o.Default is null ? o.Help : $"{o.Help} [default: {o.Default}]",
+        });
+
+    private static ExperimentSpec Experiment(Dictionary<string, Option<string?>> options, ParseResult pr) =>
+        ExperimentParser.Parse(options.ToDictionary(o => o.Key, o => pr.GetValue(o.Value)));
+
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "model folder (BLIP or LLaVA, read from its config.json)", DefaultValueFactory = _ => Defaults.Model };
-        var pairs = new Option<string>("--pairs") { Description = "pairs manifest (JSON Lines)", Required = true };
-        var mode = new Option<string>("--mode") { Description = "corruption: image, text or noise (comma-separated for several)", DefaultValueFactory = _ => "image" };
-        var site = new Option<string>("--site") { Description = "BLIP: mlp, attn, cross, mlp-out, heads:attn, heads:cross; LLaVA: layer, attn, mlp, heads:attn (comma-separated for several)", DefaultValueFactory = _ => "mlp" };
-        var layers = new Option<string?>("--layers") { Description = "layers, e.g. 0-3,7 (default: all)" };
-        var heads = new Option<string?>("--heads") { Description = "heads for head sites (default: all)" };
-        var positions = new Option<string>("--positions") { Description = "all, answer, last, or a list of token positions (default: all; LLaVA head sites: last)", DefaultValueFactory = _ => "default" };
-        var samples = new Option<int?>("--samples") { Description = "the first N samples of the manifest" };
-        var compat = new Option<string>("--compat") { Description = "default (masks applied) or original (the NOTICE code's quirks)", DefaultValueFactory = _ => "default" };
-        var batch = new Option<int>("--batch-size") { Description = "units per forward pass", DefaultValueFactory = _ => 64 };
-        var noise = new Option<double>("--noise") { Description = "noise mode: standard deviations of noise", DefaultValueFactory = _ => 3.0 };
-        var seed = new Option<long>("--seed") { Description = "noise seed", DefaultValueFactory = _ => 0 };
-        var output = new Option<string>("--out") { Description = "results folder (resumed if it exists)", Required = true };
-        var dtype = AnswerCommand.DTypeOption();
-        var cmd = new Command("patch", "run activation patching locally and write the results table")
-            { model, pairs, mode, site, layers, heads, positions, samples, compat, batch, noise, seed, output, dtype };
+        var options = Options();
+        var output = new Option<string>("--out") { Description = "results folder (resumed if it holds the same experiment)", Required = true };
+        var cmd = new Command("patch", "run activation patching locally and write the results table") { output };
+        foreach (var o in options.Values) cmd.Add(o);
         cmd.SetAction(async (pr, cancel) =>
         {
-            var modelDir = pr.GetValue(model)!;
-            var architecture = VlmModel.ArchitectureOf(modelDir);
-            VlmModel.ParseDType(pr.GetValue(dtype)!);   // a bad --dtype fails before the run starts
-            var spec = new ExperimentSpec
-            {
-                ModelDir = modelDir,
-                PairsPath = pr.GetValue(pairs)!,
-                Modes = Split(pr.GetValue(mode)!).Select(ParseMode).ToList(),
-                Sites = Split(pr.GetValue(site)!).Select(s => PatchSite.Parse(s, architecture)).ToList(),
-                Layers = pr.GetValue(layers) is { } l ? IntList.Parse(l, "--layers") : null,
-                Heads = pr.GetValue(heads) is { } h ? IntList.Parse(h, "--heads") : null,
-                Positions = PositionSelection.Parse(pr.GetValue(positions)!),
-                Samples = pr.GetValue(samples),
-                DType = pr.GetValue(dtype)!,
-                Patching = new PatchingOptions
-                {
-                    Compat = pr.GetValue(compat) switch
-                    {
-                        "default" => CompatMode.Default,
-                        "original" => CompatMode.Original,
-                        var c => throw new ArgumentException($"--compat: expected default or original, found '{c}'"),
-                    },
-                    BatchSize = Math.Max(1, pr.GetValue(batch)),
-                    NoiseMultiple = pr.GetValue(noise),
-                    NoiseSeed = pr.GetValue(seed),
-                },
-            };
-            return await RunAsync(spec, pr.GetValue(output)!, cancel);
+            return await RunAsync(Experiment(options, pr), pr.GetValue(output)!, cancel);
         });
         return cmd;
     }
-
-    internal static IEnumerable<string> Split(string s) => s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-
-    internal static CorruptionMode ParseMode(string s) => s switch
-    {
-        "image" or "sip" => CorruptionMode.Image,
-        "text" or "str" => CorruptionMode.Text,
-        "noise" => CorruptionMode.Noise,
-        _ => throw new ArgumentException($"--mode: expected image, text or noise, found '{s}'"),
-    };
 
     private static async Task<int> RunAsync(ExperimentSpec spec, string outDir, CancellationToken cancel)
     {

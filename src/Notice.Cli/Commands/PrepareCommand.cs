@@ -1,3 +1,4 @@
+using Notice.Core;
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using Notice.Core.Tasks;
@@ -19,7 +20,7 @@ public static class PrepareCommand
     }
 
     private static Option<string> Out() => new("--out") { Description = "output folder (pairs.jsonl is written there)", Required = true };
-    private static Option<string> Model() => new("--model") { Description = "model whose tokenizer decides same-length STR options", DefaultValueFactory = _ => Defaults.Model };
+    private static Option<string> Model() => new("--model") { Description = "model whose tokenizer decides same-length STR options", DefaultValueFactory = _ => RepoPaths.BuiltInModel };
     private static Option<int> Seed() => new("--seed") { Description = "random seed", DefaultValueFactory = _ => 0 };
 
     private static Command Shapes()
@@ -31,7 +32,7 @@ public static class PrepareCommand
         var cmd = new Command("shapes", "the built-in synthetic shapes tasks (no download)") { output, model, seed, count, size, tasks };
         cmd.SetAction(pr =>
         {
-            var report = ShapesTaskGenerator.Generate(pr.GetValue(output)!, PatchCommand.Split(pr.GetValue(tasks)!), pr.GetValue(count),
+            var report = ShapesTaskGenerator.Generate(pr.GetValue(output)!, pr.GetValue(tasks)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), pr.GetValue(count),
                 pr.GetValue(size), pr.GetValue(seed), TokenCounter(pr.GetValue(model)!));
             Console.WriteLine(report);
             return 0;

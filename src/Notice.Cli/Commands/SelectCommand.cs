@@ -1,3 +1,5 @@
+using Notice.Core.Families;
+using Notice.Core;
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
@@ -11,7 +13,7 @@ public static class SelectCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "model folder (BLIP or LLaVA)", DefaultValueFactory = _ => Defaults.Model };
+        var model = new Option<string>("--model") { Description = "model folder (BLIP or LLaVA)", DefaultValueFactory = _ => RepoPaths.BuiltInModel };
         var pairs = new Option<string>("--pairs") { Description = "pairs manifest to select from", Required = true };
         var output = new Option<string>("--out") { Description = "selected manifest (JSON Lines); accuracy tables are written beside it", Required = true };
         var perTask = new Option<int>("--per-task") { Description = "samples kept per task", DefaultValueFactory = _ => 100 };
@@ -23,7 +25,7 @@ public static class SelectCommand
             var manifest = pr.GetValue(pairs)!;
             var outPath = Path.GetFullPath(pr.GetValue(output)!);
             var records = PairsManifest.Read(manifest);
-            using var vqa = VlmModel.Load(pr.GetValue(model)!, VlmModel.ParseDType(pr.GetValue(dtype)!));
+            using var vqa = ModelFamilies.Of(pr.GetValue(model)!).LoadModel(pr.GetValue(model)!, VlmModel.ParseDType(pr.GetValue(dtype)!));
             var result = SampleSelector.Select(records, rs =>
             {
                 var items = rs.Select(r => (PairsManifest.ResolvePath(manifest, r.Image), r.Prompt)).ToList();

@@ -9,8 +9,25 @@ public static class AnalysisOrder
 {
     private static readonly string[] Modes = ["image", "text", "noise"];
 
-    /// <summary>LLaVA's whole-layer site, then the sites both families name (BLIP's order).</summary>
-    private static readonly List<string> Sites = PatchSite.Llava.Take(1).Concat(PatchSite.All).Select(s => s.Name).Distinct().ToList();
+    /// <summary>Whole layers, then MLP, self-attention and cross-attention as the paper introduces them,
+    /// then heads; sites of other registered families after these, in registry order.</summary>
+    private static List<string> Sites
+    {
+        get
+        {
+            var families = Families.ModelFamilies.All;
+            if (_sites is null || _families != families.Count)
+            {
+                _sites = ["layer", "mlp", "attn", "cross", "mlp-out", "heads:attn", "heads:cross", .. families.SelectMany(f => f.Sites).Select(s => s.Name)];
+                _sites = _sites.Distinct().ToList();
+                _families = families.Count;
+            }
+            return _sites;
+        }
+    }
+
+    private static List<string>? _sites;
+    private static int _families;
 
     public static int Site(string site)
     {

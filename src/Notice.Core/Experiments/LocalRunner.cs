@@ -1,8 +1,8 @@
 using System.Diagnostics;
+using Notice.Core.Families;
 using Notice.Core.Patching;
 using Notice.Core.Results;
 using Notice.Core.Tasks;
-using Notice.Vlm;
 using TorchSharp;
 
 namespace Notice.Core.Experiments;
@@ -15,10 +15,9 @@ public sealed record RunSummary(string OutDir, string RunId, long Units, long Fa
 
 /// <summary>
 /// Runs an experiment in this process (no Redis): every selected sample x mode x site through the
-/// patching engine of the model's family (BLIP or LLaVA, read from its config.json), writing
-/// results as it goes. Each (sample, mode, site) group is appended to results.csv and then marked
-/// in completed.txt, so an interrupted run keeps what it finished and a second run with the same
-/// output folder resumes from there.
+/// patching backend of the model's family, writing results as it goes. Each (sample, mode, site)
+/// group is appended to results.csv and then marked in completed.txt, so an interrupted run keeps
+/// what it finished and a second run with the same output folder resumes from there.
 /// </summary>
 public sealed class LocalRunner
 {
@@ -26,121 +25,152 @@ public sealed class LocalRunner
 
     public Action<string>? Log { get; init; }
 
+    /// <summary>A run in progress: its folder, identity and counters.</summary>
+    private sealed class Run(ExperimentSpec spec, string outDir, string runId, HashSet<string> completed, IProgress<RunProgress>? progress)
+    {
+        public ExperimentSpec Spec { get; } = spec;
+        public string OutDir { get; } = outDir;
+        public string Id { get; } = runId;
+        public string Model { get; } = spec.ModelName;
+        public HashSet<string> Completed { get; } = completed;
+        public HashSet<(string, string)> Baselines { get; } =
+            ResultsTables.Read<BaselineRow>(Path.Combine(outDir, ResultsTables.BaselinesCsv)).Select(b => (b.Sample, b.Mode)).ToHashSet();
+        public long Done, Failed, Total, Ran;
+        public Stopwatch Clock { get; } = Stopwatch.StartNew();
+
+        public string File(string name) => Path.Combine(OutDir, name);
+
+        public void Report(long inGroup, string current) => progress?.Report(new RunProgress(Done + inGroup, Failed, Math.Max(Total, Done + inGroup),
+            Ran / Math.Max(1e-9, Clock.Elapsed.TotalSeconds), current));
+
+        public void Fail(string sample, string mode, string site, Exception e) =>
+            ResultsTables.Append(File(ResultsTables.FailuresCsv), [new FailureRow { Run = Id, Sample = sample, Mode = mode, Site = site, Error = e.Message }]);
+    }
+
     public async Task<RunSummary> RunAsync(ExperimentSpec spec, string outDir, IProgress<RunProgress>? progress, CancellationToken cancel)
     {
         var clock = Stopwatch.StartNew();
-        Directory.CreateDirectory(outDir);
-        // Images are checked per sample as it runs, so one missing image fails that sample, not the run.
-        var records = PairsManifest.Read(spec.PairsPath, checkImages: false).ToList();
-        if (spec.Samples is { } n) records = records.Take(n).ToList();
-        var provenance = Provenance.Describe(spec, $"{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}");
-        Provenance.WriteOrCheck(outDir, provenance);
-        string runId = provenance["run"]!.GetValue<string>();
-        string model = Path.GetFileName(Path.GetFullPath(spec.ModelDir).TrimEnd('/'));
+        if (spec.PairsPath.Length == 0) throw new ArgumentException("--pairs: a local run needs a pairs manifest");
+        var family = ModelFamilies.Of(spec.ModelDir);
+        ExperimentParser.Validate(spec, family);
+        var records = ReadSamples(spec);
+        var run = Open(spec, outDir, progress);
+        run.Total = PlannedUnits(run, family, records);
+        using var backend = family.LoadBackend(spec.ModelDir, spec.Patching, spec.PairsPath, spec.DType, torch.device(spec.Device), w => Log?.Invoke("warning: " + w));
 
-        var completed = ResumeState(outDir);
-        using var backend = PatchingBackend.Load(spec.ModelDir, spec.Patching, spec.PairsPath,
-            VlmModel.ParseDType(spec.DType), torch.device(spec.Device), w => Log?.Invoke("warning: " + w));
-        // Site names mean per-family things (LLaVA's mlp is its MLP output): resolve them for this model.
-        var sites = spec.Sites.Select(s => backend.Site(s.Name)).ToList();
-        CheckRanges(spec, backend);
-        var resultsCsv = Path.Combine(outDir, ResultsTables.ResultsCsv);
-        var completedPath = Path.Combine(outDir, CompletedFile);
-        var baselineKeys = ResultsTables.Read<BaselineRow>(Path.Combine(outDir, ResultsTables.BaselinesCsv)).Select(b => (b.Sample, b.Mode)).ToHashSet();
-
-        long done = 0, failed = 0;
-        long total = PlannedUnits(spec, sites, records, backend, completed);
-        long ran = 0;
-        var ranClock = Stopwatch.StartNew();
         bool interrupted = false;
         foreach (var record in records)
         {
-            if (cancel.IsCancellationRequested) { interrupted = true; break; }
-            EncodedSample sample;
-            try { sample = backend.Encoder.Encode(record); }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                Fail(outDir, runId, record.Id, "*", "*", e);
-                failed += spec.Modes.Count * sites.Count;
-                continue;
-            }
-            foreach (var mode in spec.Modes)
-            {
-                if (cancel.IsCancellationRequested) { interrupted = true; break; }
-                string modeName = mode.ToString().ToLowerInvariant();
-                var pending = sites.Where(s => !completed.Contains(GroupKey(record.Id, modeName, s.Name))).ToList();
-                if (pending.Count == 0) continue;
-                IPreparedSample prepared;
-                try { prepared = backend.Engine.Prepare(sample.Inputs, mode); }
-                catch (Exception e) when (e is not OperationCanceledException)
-                {
-                    Fail(outDir, runId, record.Id, modeName, "*", e);
-                    failed += pending.Count;
-                    continue;
-                }
-                using (prepared)
-                {
-                    if (baselineKeys.Add((record.Id, modeName)))
-                        ResultsTables.Append(Path.Combine(outDir, ResultsTables.BaselinesCsv), [Baseline(runId, model, sample, modeName, prepared)]);
-                    foreach (var site in pending)
-                    {
-                        if (cancel.IsCancellationRequested) { interrupted = true; break; }
-                        List<PatchUnit> units;
-                        try
-                        {
-                            units = backend.Plan(site, sample, prepared, spec);
-                        }
-                        catch (ArgumentException e)
-                        {
-                            Fail(outDir, runId, record.Id, modeName, site.Name, e);
-                            failed++;
-                            continue;
-                        }
-                        var rows = new List<ResultRow>(units.Count);
-                        foreach (var chunk in units.Chunk(Math.Max(1, spec.Patching.BatchSize)))
-                        {
-                            foreach (var r in backend.Engine.Run(prepared, chunk))
-                                rows.Add(Row(runId, model, sample, modeName, r));
-                            ran += chunk.Length;
-                            progress?.Report(new RunProgress(done + rows.Count, failed, Math.Max(total, done + rows.Count), ran / Math.Max(1e-9, ranClock.Elapsed.TotalSeconds), $"{record.Id} {modeName} {site.Name}"));
-                        }
-                        ResultsTables.Append(resultsCsv, rows);
-                        File.AppendAllLines(completedPath, [GroupKey(record.Id, modeName, site.Name)]);
-                        completed.Add(GroupKey(record.Id, modeName, site.Name));
-                        done += rows.Count;
-                    }
-                }
-            }
+            if (interrupted = cancel.IsCancellationRequested) break;
+            interrupted = !RunSample(run, backend, record, cancel);
             if (interrupted) break;
         }
-
-        if (!interrupted)
-        {
-            var all = ResultsTables.Read<ResultRow>(resultsCsv);
-            await ResultsTables.WriteParquetAsync(Path.Combine(outDir, ResultsTables.ResultsParquet), all);
-        }
-        await Task.CompletedTask;
-        return new RunSummary(outDir, runId, done, failed, records.Count, !interrupted, clock.Elapsed);
+        if (!interrupted) await WriteParquetAsync(run);
+        return new RunSummary(outDir, run.Id, run.Done, run.Failed, records.Count, !interrupted, clock.Elapsed);
     }
 
-    private static void CheckRanges(ExperimentSpec spec, PatchingBackend backend)
+    /// <summary>The manifest's records the experiment takes. Images are checked per sample as it runs,
+    /// so one missing image fails that sample, not the run.</summary>
+    private static List<PairRecord> ReadSamples(ExperimentSpec spec)
     {
-        foreach (var l in spec.Layers ?? [])
-            if (l >= backend.NumLayers) throw new ArgumentException($"--layers: layer {l} is out of range: the model has layers 0..{backend.NumLayers - 1}");
-        foreach (var h in spec.Heads ?? [])
-            if (h >= backend.NumHeads) throw new ArgumentException($"--heads: head {h} is out of range: layers have heads 0..{backend.NumHeads - 1}");
+        var records = PairsManifest.Read(spec.PairsPath, checkImages: false).ToList();
+        return spec.Samples is { } n ? records.Take(n).ToList() : records;
+    }
+
+    /// <summary>Creates the results folder, or checks that it holds this same experiment (then resumes it).</summary>
+    private static Run Open(ExperimentSpec spec, string outDir, IProgress<RunProgress>? progress)
+    {
+        Directory.CreateDirectory(outDir);
+        var provenancePath = Path.Combine(outDir, Provenance.FileName);
+        foreach (var table in new[] { ResultsTables.ResultsCsv, CompletedFile })
+            if (File.Exists(Path.Combine(outDir, table)) && !File.Exists(provenancePath))
+                throw new InvalidOperationException($"{Path.Combine(outDir, table)}: this folder holds results that no {Provenance.FileName} describes, so they cannot be resumed; use a new --out");
+        var provenance = Provenance.Describe(spec, Provenance.NewRunId());
+        Provenance.WriteOrCheck(outDir, provenance);
+        return new Run(spec, outDir, provenance["run"]!.GetValue<string>(), ResumeState(outDir), progress);
     }
 
     /// <summary>Units still to run, from the prompts' token counts (tokenising is cheap; no model pass).</summary>
-    private static long PlannedUnits(ExperimentSpec spec, List<PatchSite> sites, List<PairRecord> records, PatchingBackend backend, HashSet<string> completed)
+    private static long PlannedUnits(Run run, ModelFamily family, List<PairRecord> records)
     {
+        var estimator = new UnitEstimator(run.Spec, family);
         long total = 0;
         foreach (var r in records)
-            foreach (var mode in spec.Modes)
-                foreach (var site in sites)
-                    if (!completed.Contains(GroupKey(r.Id, mode.ToString().ToLowerInvariant(), site.Name)))
-                        total += backend.EstimateUnits(r, site, spec);
+            foreach (var mode in run.Spec.Modes)
+                foreach (var site in run.Spec.Sites)
+                    if (!run.Completed.Contains(GroupKey(r.Id, mode.Name(), site.Name)))
+                        total += estimator.Units(r, site);
         return total;
+    }
+
+    /// <returns>false when cancelled</returns>
+    private static bool RunSample(Run run, PatchingBackend backend, PairRecord record, CancellationToken cancel)
+    {
+        EncodedSample sample;
+        try { sample = backend.Encoder.Encode(record); }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            run.Fail(record.Id, "*", "*", e);
+            run.Failed += run.Spec.Modes.Count * run.Spec.Sites.Count;
+            return true;
+        }
+        foreach (var mode in run.Spec.Modes)
+        {
+            if (cancel.IsCancellationRequested) return false;
+            var pending = run.Spec.Sites.Where(s => !run.Completed.Contains(GroupKey(record.Id, mode.Name(), s.Name))).ToList();
+            if (pending.Count == 0) continue;
+            IPreparedSample prepared;
+            try { prepared = backend.Engine.Prepare(sample.Inputs, mode); }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                run.Fail(record.Id, mode.Name(), "*", e);
+                run.Failed += pending.Count;
+                continue;
+            }
+            using (prepared)
+            {
+                if (run.Baselines.Add((record.Id, mode.Name())))
+                    ResultsTables.Append(run.File(ResultsTables.BaselinesCsv), [ResultRows.Baseline(run.Id, run.Model, sample, mode, prepared)]);
+                foreach (var site in pending)
+                {
+                    if (cancel.IsCancellationRequested) return false;
+                    RunGroup(run, backend, sample, mode, prepared, site);
+                }
+            }
+        }
+        return true;
+    }
+
+    /// <summary>One (sample, mode, site) group: its units in batches, appended together, then marked complete.</summary>
+    private static void RunGroup(Run run, PatchingBackend backend, EncodedSample sample, CorruptionMode mode, IPreparedSample prepared, PatchSite site)
+    {
+        List<PatchUnit> units;
+        try { units = backend.Plan(site, sample, prepared, run.Spec); }
+        catch (ArgumentException e)
+        {
+            run.Fail(sample.Record.Id, mode.Name(), site.Name, e);
+            run.Failed++;
+            return;
+        }
+        var rows = new List<ResultRow>(units.Count);
+        foreach (var chunk in units.Chunk(Math.Max(1, run.Spec.Patching.BatchSize)))
+        {
+            foreach (var r in backend.Engine.Run(prepared, chunk))
+                rows.Add(ResultRows.Row(run.Id, run.Model, sample, mode, run.Spec.Method, r));
+            run.Ran += chunk.Length;
+            run.Report(rows.Count, $"{sample.Record.Id} {mode.Name()} {site.Name}");
+        }
+        var key = GroupKey(sample.Record.Id, mode.Name(), site.Name);
+        ResultsTables.Append(run.File(ResultsTables.ResultsCsv), rows);
+        File.AppendAllLines(run.File(CompletedFile), [key]);
+        run.Completed.Add(key);
+        run.Done += rows.Count;
+    }
+
+    private static async Task WriteParquetAsync(Run run)
+    {
+        var all = ResultsTables.Read<ResultRow>(run.File(ResultsTables.ResultsCsv));
+        await ResultsTables.WriteParquetAsync(run.File(ResultsTables.ResultsParquet), all);
     }
 
     private static string GroupKey(string sample, string mode, string site) => $"{sample}\t{mode}\t{site}";
@@ -168,27 +198,4 @@ public sealed class LocalRunner
         }
         return completed;
     }
-
-    private static void Fail(string outDir, string runId, string sample, string mode, string site, Exception e)
-    {
-        ResultsTables.Append(Path.Combine(outDir, ResultsTables.FailuresCsv), [new FailureRow { Run = runId, Sample = sample, Mode = mode, Site = site, Error = e.Message }]);
-    }
-
-    private static BaselineRow Baseline(string runId, string model, EncodedSample s, string mode, IPreparedSample p) => new()
-    {
-        Run = runId, Model = model, Task = s.Record.Task, Category = s.Record.Category, Sample = s.Record.Id, Mode = mode,
-        CorrectToken = s.CorrectToken, IncorrectToken = s.IncorrectToken,
-        CorrectId = p.Baseline.CorrectId, IncorrectId = p.Baseline.IncorrectId,
-        ProbClean = p.Baseline.ProbClean, ProbCorrupt = p.Baseline.ProbCorrupt,
-        LogitGapClean = p.Baseline.LogitGapClean, LogitGapCorrupt = p.Baseline.LogitGapCorrupt,
-        Positions = p.Positions,
-    };
-
-    private static ResultRow Row(string runId, string model, EncodedSample s, string mode, UnitResult r) => new()
-    {
-        Run = runId, Model = model, Task = s.Record.Task, Category = s.Record.Category, Sample = s.Record.Id, Mode = mode,
-        Site = r.Unit.Site.Name, Layer = r.Unit.Layer, Head = r.Unit.Head, Position = r.Unit.Position,
-        Token = r.Unit.Position < s.CleanTokens.Length ? s.CleanTokens[r.Unit.Position] : "",
-        ProbPatched = r.Metrics.ProbPatched, ProbDiff = r.Metrics.ProbDiff, LogitDiff = r.Metrics.LogitDiff, PatchingEffect = r.Metrics.PatchingEffect,
-    };
 }

@@ -22,19 +22,28 @@ public static class Provenance
         return Convert.ToHexStringLower(SHA256.HashData(fs));
     }
 
-    public static JsonObject Describe(ExperimentSpec spec, string runId)
+    /// <summary>A run id nobody else has: the name (default: the time) and a random suffix, so two runs
+    /// of the same name never share keys on a shared Redis.</summary>
+    public static string NewRunId(string? name = null) =>
+        $"{name ?? DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", System.Globalization.CultureInfo.InvariantCulture)}-{Guid.NewGuid().ToString("N")[..6]}";
+
+    /// <summary>Everything a results folder was computed from; the same keys for local and distributed runs.</summary>
+    /// <param name="pairsSha256">the manifest's hash where it was taken elsewhere (the coordinator's machine)</param>
+    public static JsonObject Describe(ExperimentSpec spec, string runId, string? pairsSha256 = null)
     {
         var modelFiles = new JsonObject();
-        foreach (var f in Directory.GetFiles(spec.ModelDir).OrderBy(f => f, StringComparer.Ordinal))
-            modelFiles[Path.GetFileName(f)] = Sha256(f);
+        if (Directory.Exists(spec.ModelDir))
+            foreach (var f in Directory.GetFiles(spec.ModelDir).OrderBy(f => f, StringComparer.Ordinal))
+                modelFiles[Path.GetFileName(f)] = Sha256(f);
         return new JsonObject
         {
             ["run"] = runId,
             ["notice_version"] = NoticeVersion,
             ["model"] = Path.GetFullPath(spec.ModelDir),
             ["model_files_sha256"] = modelFiles,
-            ["pairs"] = Path.GetFullPath(spec.PairsPath),
-            ["pairs_sha256"] = Sha256(spec.PairsPath),
+            ["pairs"] = spec.PairsPath.Length == 0 ? "" : Path.GetFullPath(spec.PairsPath),
+            ["pairs_sha256"] = pairsSha256 ?? Sha256(spec.PairsPath),
+            ["method"] = spec.Method.ToString().ToLowerInvariant(),
             ["modes"] = new JsonArray(spec.Modes.Select(m => (JsonNode)m.ToString().ToLowerInvariant()).ToArray()),
             ["sites"] = new JsonArray(spec.Sites.Select(s => (JsonNode)s.Name).ToArray()),
             ["layers"] = spec.Layers is null ? "all" : new JsonArray(spec.Layers.Select(l => (JsonNode)l).ToArray()),
@@ -45,7 +54,7 @@ public static class Provenance
             ["noise_multiple"] = spec.Patching.NoiseMultiple,
             ["noise_seed"] = spec.Patching.NoiseSeed,
             ["batch_size"] = spec.Patching.BatchSize,
-            ["dtype"] = spec.DType,
+            ["dtype"] = Notice.Vlm.VlmModel.DTypeName(spec.DType),
             ["device"] = spec.Device,
             ["machine"] = Environment.MachineName,
             ["processors"] = Environment.ProcessorCount,
@@ -60,9 +69,9 @@ public static class Provenance
         if (File.Exists(path))
         {
             var old = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
-            foreach (var key in new[] { "model_files_sha256", "pairs_sha256", "modes", "layers", "heads", "positions", "compat", "noise_multiple", "noise_seed", "dtype" })
+            foreach (var key in new[] { "model_files_sha256", "pairs_sha256", "method", "modes", "layers", "heads", "positions", "compat", "noise_multiple", "noise_seed", "dtype" })
             {
-                if (!JsonNode.DeepEquals(old[key], provenance[key]))
+                if (old.ContainsKey(key) && !JsonNode.DeepEquals(old[key], provenance[key]))
                     throw new InvalidOperationException($"{path}: this folder holds a run with another {key} ({old[key]?.ToJsonString()} vs {provenance[key]?.ToJsonString()}); use a new --out to start a different run");
             }
             provenance["run"] = old["run"]?.GetValue<string>();

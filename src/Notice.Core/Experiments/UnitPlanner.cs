@@ -26,10 +26,6 @@ public sealed record PromptPositions(int Count, IReadOnlyList<int> All, int Answ
 /// (the original's order).</summary>
 public static class UnitPlanner
 {
-    public static List<PatchUnit> Plan(PatchSite site, int numLayers, int numHeads, int positions, int answerPosition,
-        IReadOnlyList<int>? layers, IReadOnlyList<int>? heads, PositionSelection selection) =>
-        Plan(site, numLayers, numHeads, PromptPositions.Every(positions, answerPosition), layers, heads, selection);
-
     public static List<PatchUnit> Plan(PatchSite site, int numLayers, int numHeads, PromptPositions prompt,
         IReadOnlyList<int>? layers, IReadOnlyList<int>? heads, PositionSelection selection)
     {
@@ -54,9 +50,9 @@ public static class UnitPlanner
     {
         IReadOnlyList<int> ps = selection.Kind switch
         {
-            "all" or "default" => prompt.All,
-            "answer" => prompt.Answer >= 0 ? [prompt.Answer] : throw new ArgumentException(prompt.AnswerProblem),
-            "last" => [prompt.Last],
+            PositionKind.All or PositionKind.Default => prompt.All,
+            PositionKind.Answer => prompt.Answer >= 0 ? [prompt.Answer] : throw new ArgumentException(prompt.AnswerProblem),
+            PositionKind.Last => [prompt.Last],
             _ => selection.List!,
         };
         foreach (var p in ps)

@@ -254,8 +254,6 @@ public sealed class LlavaPatchingEngine : IPatchingEngine
     {
         foreach (var u in units)
         {
-            if (!PatchSite.Llava.Contains(u.Site))
-                throw new ArgumentException($"site '{u.Site.Name}' ({u.Site.HookPoint}) is not a LLaVA site; LLaVA has {string.Join(", ", PatchSite.Llava.Select(s => s.Name))}");
             if (u.Layer < 0 || u.Layer >= NumLayers)
                 throw new ArgumentOutOfRangeException(nameof(units), $"layer {u.Layer} is out of range: the language model has layers 0..{NumLayers - 1}");
             if (u.Site.PerHead && (u.Head < 0 || u.Head >= NumHeads))

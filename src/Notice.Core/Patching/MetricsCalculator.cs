@@ -2,8 +2,8 @@ using static TorchSharp.torch;
 
 namespace Notice.Core.Patching;
 
-/// <summary>The NOTICE metrics from first-step (BLIP) or last-position (LLaVA) logits, in float32
-/// and in the original's order of operations.</summary>
+/// <summary>The metrics of <see cref="Metrics.All"/> from first-step (BLIP) or last-position (LLaVA)
+/// logits, in float32.</summary>
 public static class MetricsCalculator
 {
     public static SampleBaseline Baseline(Tensor cleanLogits, Tensor corruptLogits, long correct, long incorrect)
@@ -20,18 +20,13 @@ public static class MetricsCalculator
     public static PatchMetrics[] Compute(Tensor patchedLogits, Tensor cleanLogits, Tensor corruptLogits, long correct, long incorrect)
     {
         using var scope = NewDisposeScope();
-        var zp = patchedLogits.to(ScalarType.Float32);
-        var z = cleanLogits.to(ScalarType.Float32).flatten();
-        var zs = corruptLogits.to(ScalarType.Float32).flatten();
-        var probPatched = zp.softmax(-1).select(1, correct);
-        var probDiff = probPatched - zs.softmax(-1)[correct];
-        var logitDiff = (zp.select(1, correct) - zp.select(1, incorrect)) - (zs[correct] - zs[incorrect]);
-        var effect = logitDiff / ((z[correct] - z[incorrect]) - (zs[correct] - zs[incorrect]));
-        var stacked = stack([probPatched, probDiff, logitDiff, effect], 1).cpu();
+        var terms = new MetricTerms(patchedLogits.to(ScalarType.Float32), cleanLogits.to(ScalarType.Float32).flatten(),
+            corruptLogits.to(ScalarType.Float32).flatten(), correct, incorrect);
+        var stacked = stack(Metrics.All.Select(m => m.Compute(terms)).ToArray(), 1).cpu();   // [N, metrics]
         var data = stacked.data<float>().ToArray();
-        var result = new PatchMetrics[zp.shape[0]];
-        for (int r = 0; r < result.Length; r++)
-            result[r] = new PatchMetrics(data[4 * r], data[4 * r + 1], data[4 * r + 2], data[4 * r + 3]);
+        int k = Metrics.All.Count;
+        var result = new PatchMetrics[terms.Patched.shape[0]];
+        for (int r = 0; r < result.Length; r++) result[r] = new PatchMetrics(data[(k * r)..(k * (r + 1))]);
         return result;
     }
 }

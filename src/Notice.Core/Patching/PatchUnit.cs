@@ -20,10 +20,15 @@ public sealed record PatchUnit(PatchSite Site, int Layer, int Head, int Position
     public override string ToString() => Head < 0 ? $"{Site}@L{Layer}.P{Position}" : $"{Site}@L{Layer}.H{Head}.P{Position}";
 }
 
-/// <summary>The four NOTICE metrics of a patched run (design.md §3).</summary>
-public readonly record struct PatchMetrics(float ProbPatched, float ProbDiff, float LogitDiff, float PatchingEffect)
+/// <summary>A patched run's metrics, one value per entry of <see cref="Metrics.All"/>, in that order.</summary>
+public readonly record struct PatchMetrics(float[] Values)
 {
-    public float[] ToArray() => [ProbPatched, ProbDiff, LogitDiff, PatchingEffect];
+    public float this[Metric metric] => Values[Metrics.IndexOf(metric)];
+    public float ProbPatched => this[Metrics.ProbPatched];
+    public float ProbDiff => this[Metrics.ProbDiff];
+    public float LogitDiff => this[Metrics.LogitDiff];
+    public float PatchingEffect => this[Metrics.PatchingEffect];
+    public float[] ToArray() => Values;
 }
 
 public sealed record UnitResult(PatchUnit Unit, PatchMetrics Metrics);
@@ -32,5 +37,5 @@ public sealed record UnitResult(PatchUnit Unit, PatchMetrics Metrics);
 public sealed record SampleBaseline(long CorrectId, long IncorrectId, float ProbClean, float ProbCorrupt, float LogitGapClean, float LogitGapCorrupt)
 {
     /// <summary>The unpatched run's metrics, the original's low_score: [P*(c), 0, 0, 0].</summary>
-    public PatchMetrics Unpatched => new(ProbCorrupt, 0, 0, 0);
+    public PatchMetrics Unpatched => new(Metrics.All.Select(m => m.Unpatched(this)).ToArray());
 }

@@ -1,3 +1,4 @@
+using MessagePack;
 using static TorchSharp.torch;
 
 namespace Notice.Core.Patching;
@@ -23,19 +24,20 @@ public sealed record ImageInput(string Key, Tensor Pixels);
 /// <param name="CorrectId">the correct answer's token, whose logit the metrics read</param>
 public sealed record PatchingInputs(ImageInput CleanImage, ImageInput? CorruptImage, Tensor CleanIds, Tensor? CorruptIds, long CorrectId, long IncorrectId);
 
+[MessagePackObject]
 public sealed record PatchingOptions
 {
-    public CompatMode Compat { get; init; } = CompatMode.Default;
+    [Key(0)] public CompatMode Compat { get; init; } = CompatMode.Default;
     /// <summary>Units run in one forward pass (fast path).</summary>
-    public int BatchSize { get; init; } = 64;
+    [Key(1)] public int BatchSize { get; init; } = 64;
     /// <summary>Noise mode: noise standard deviation as a multiple of the embeddings' own.</summary>
-    public double NoiseMultiple { get; init; } = 3.0;
-    public long NoiseSeed { get; init; } = 0;
+    [Key(2)] public double NoiseMultiple { get; init; } = 3.0;
+    [Key(3)] public long NoiseSeed { get; init; } = 0;
     /// <summary>Images whose vision pass is kept (least recently used are dropped).</summary>
-    public int ImageCacheSize { get; init; } = 64;
+    [Key(4)] public int ImageCacheSize { get; init; } = 64;
     /// <summary>Causal models (fast path): at most this many rows x recomputed positions in one
     /// forward pass, so batches of early positions (long recomputed tails) stay within memory.</summary>
-    public int BatchTokens { get; init; } = 8192;
+    [Key(5)] public int BatchTokens { get; init; } = 8192;
 }
 
 /// <summary>A text-mode pair whose prompts tokenise to different lengths, in the default mode.</summary>

@@ -19,7 +19,6 @@ public sealed record VqaAnswer(string Text, long[] Ids, float[] FirstStepLogits)
 public sealed class BlipVqa : IVisionLanguageModel
 {
     public string Folder { get; }
-    public VlmArchitecture Architecture => VlmArchitecture.Blip;
     public BlipForQuestionAnswering Model { get; }
     public BlipTokenizer Tokenizer { get; }
     public BlipImageProcessor ImageProcessor { get; }

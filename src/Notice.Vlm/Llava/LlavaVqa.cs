@@ -19,7 +19,6 @@ public sealed record LlavaAnswer(string Text, long[] Ids, float[] LastLogits);
 public sealed class LlavaVqa : IVisionLanguageModel
 {
     public string Folder { get; }
-    public VlmArchitecture Architecture => VlmArchitecture.Llava;
     public LlavaForConditionalGeneration Model { get; }
     public LlamaTokenizer Tokenizer { get; }
     public ClipImageProcessor ImageProcessor { get; }

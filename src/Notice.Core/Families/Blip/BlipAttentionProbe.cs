@@ -1,3 +1,4 @@
+using Notice.Core.Attention;
 using Notice.Core.Experiments;
 using Notice.Core.Tasks;
 using Notice.Vlm.Blip;
@@ -6,33 +7,7 @@ using Notice.Vlm.Processing;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Notice.Core.Attention;
-
-/// <summary>One sample's attention from the token where the answer is read to the image patches:
-/// every head's distribution over patches, [layer][head][patch], plus the mask coverage per patch.</summary>
-public sealed record SampleAttention(string Sample, string ImagePath, int Grid, double[][][] Patches, double[]? MaskFractions);
-
-/// <summary>Reads a model's attention to the image for a manifest record.</summary>
-public interface IAttentionProbe
-{
-    SampleAttention Read(PairRecord record);
-}
-
-/// <summary>What probes of every model share: the mask brought to the model's view of the image.</summary>
-public static class MaskView
-{
-    /// <summary>Fraction of each patch the mask covers, the mask processed as the image is
-    /// (<paramref name="toModelView"/>: the processor's resize and crop), object = bright pixels.</summary>
-    public static double[]? Fractions(string? maskPath, Func<RgbImage, RgbImage> toModelView, int grid)
-    {
-        if (maskPath is null || !File.Exists(maskPath)) return null;
-        var mask = toModelView(ImageDecoder.Load(maskPath));
-        if (mask.Width != mask.Height) throw new InvalidDataException($"{maskPath}: the processed mask is not square ({mask.Width}x{mask.Height})");
-        var bits = new bool[mask.Width * mask.Height];
-        for (int i = 0; i < bits.Length; i++) bits[i] = mask.Pixels[3 * i] + mask.Pixels[3 * i + 1] + mask.Pixels[3 * i + 2] >= 3 * 128;
-        return PatchAttention.MaskFractions(bits, mask.Width, grid);
-    }
-}
+namespace Notice.Core.Families.Blip;
 
 /// <summary>
 /// Reads BLIP's cross-attention on clean inputs (text.blocks.{l}.cross.pattern) at the position of the

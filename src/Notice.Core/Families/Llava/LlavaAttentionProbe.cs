@@ -1,3 +1,4 @@
+using Notice.Core.Attention;
 using Notice.Core.Experiments;
 using Notice.Core.Tasks;
 using Notice.Vlm.Hooks;
@@ -5,7 +6,7 @@ using Notice.Vlm.Llava;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Notice.Core.Attention;
+namespace Notice.Core.Families.Llava;
 
 /// <summary>
 /// Reads LLaVA's self-attention on clean inputs (text.blocks.{l}.attn.pattern) from the final prompt

@@ -1,10 +1,11 @@
+using Notice.Core.Experiments;
 using Notice.Core.Patching;
 using Notice.Core.Tasks;
 using Notice.Vlm.Llava;
 using Notice.Vlm.Processing;
 using Notice.Vlm.Text;
 
-namespace Notice.Core.Experiments;
+namespace Notice.Core.Families.Llava;
 
 /// <summary>
 /// Turns a pairs-manifest record into LLaVA inputs: each prompt in the llava-1.5 template
