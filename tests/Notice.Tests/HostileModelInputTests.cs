@@ -566,6 +566,35 @@ public sealed class HostileModelInputTests : IDisposable
     }
 
     [Fact]
+    public void TokenizerAndPreprocessorFilesThatAreNotRegularFilesAreRefused()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        var fifo = Path.Combine(_dir, "pipe");
+        using (var mk = Process.Start(new ProcessStartInfo("mkfifo", [fifo]) { UseShellExecute = false })!) mk.WaitForExit();
+        Exception Load(Func<object> load)
+        {
+            var task = Task.Run(load);
+            Assert.True(Task.WhenAny(task, Task.Delay(TimeSpan.FromSeconds(10))).Result == task, "loading hung");
+            return task.Exception!.InnerException!;
+        }
+        var blip = CopyFixture(Fixtures.BlipTiny, "blip");
+        foreach (var (file, target, says) in new[] { ("vocab.txt", "/dev/zero", "character device"), ("tokenizer_config.json", fifo, "FIFO"), ("preprocessor_config.json", "/dev/zero", "character device") })
+        {
+            var path = Path.Combine(blip, file);
+            File.Move(path, path + ".bak");
+            File.CreateSymbolicLink(path, target);
+            AssertOneLineInputError(Load(() => BlipVqa.Load(blip)), path, says);
+            File.Delete(path);
+            File.Move(path + ".bak", path);
+        }
+        var llava = CopyFixture(Fixtures.LlavaTiny, "llava");
+        var model = Path.Combine(llava, "tokenizer.model");
+        File.Delete(model);
+        File.CreateSymbolicLink(model, fifo);
+        AssertOneLineInputError(Load(() => LlavaVqa.Load(llava)), model, "FIFO");
+    }
+
+    [Fact]
     public void AnImageReachedThroughALinkDecodes()
     {
         var link = Path.Combine(_dir, "linked.png");

@@ -13,6 +13,10 @@ public enum InputFileKind { Missing, Regular, Directory, CharacterDevice, BlockD
 /// </summary>
 public static class InputFiles
 {
+    /// <summary>The largest side file of a model folder read (tokenizer files, preprocessor_config.json):
+    /// 64 MiB. The largest real ones (tokenizer.json of 250k-token vocabularies) are about 20 MiB.</summary>
+    public const long MaxSideFileBytes = 64L << 20;
+
     /// <summary>The kind and length (of the link's target, for a link) of <paramref name="path"/>.</summary>
     public static (InputFileKind Kind, long Length) Stat(string path)
     {
