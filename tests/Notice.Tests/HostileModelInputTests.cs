@@ -605,3 +605,43 @@ public sealed class HostileModelInputTests : IDisposable
         Assert.Equal(a.Pixels, b.Pixels);
     }
 }
+
+/// <summary>Through the command line: hostile inputs end in exit code 2 and one "error: ..." line.</summary>
+[Collection(ConsoleCollection.Name)]
+public sealed class HostileModelInputCliTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("notice-hostile-cli-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static (int Code, string Err) Run(params string[] args)
+    {
+        var root = new System.CommandLine.RootCommand { Notice.Cli.Commands.AnswerCommand.Create() };
+        var previous = Console.Error;
+        var writer = new StringWriter();
+        Console.SetError(writer);
+        try { return (CliErrors.InvokeAsync(root, args).GetAwaiter().GetResult(), writer.ToString()); }
+        finally { Console.SetError(previous); }
+    }
+
+    [Fact]
+    public void AHostileConfigAndAnImageBombAreOneErrorLineEach()
+    {
+        foreach (var f in Directory.GetFiles(Fixtures.BlipTiny)) File.Copy(f, Path.Combine(_dir, Path.GetFileName(f)));
+        var config = Path.Combine(_dir, "config.json");
+        var o = JsonNode.Parse(File.ReadAllText(config))!.AsObject();
+        o["vision_config"]!["hidden_size"] = 32768;
+        o["text_config"]!["hidden_size"] = 32768;
+        File.WriteAllText(config, o.ToJsonString());
+        var image = Path.Combine(Fixtures.BlipTiny, "red_circle_blue_square.png");
+        var (code, err) = Run("answer", "--model", _dir, "--image", image, "--question", "what is it?");
+        Assert.Equal(2, code);
+        Assert.Equal(1, err.Trim().Split('\n').Length);
+        Assert.StartsWith($"error: {config}: field 'vision_config.hidden_size'", err.Trim());
+
+        if (!OperatingSystem.IsLinux()) return;
+        (code, err) = Run("answer", "--model", Fixtures.BlipTiny, "--image", "/dev/zero", "--question", "what is it?");
+        Assert.Equal(2, code);
+        Assert.Equal("error: /dev/zero: is a character device, not a regular file", err.Trim());
+    }
+}
