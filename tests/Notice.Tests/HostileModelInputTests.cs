@@ -265,6 +265,32 @@ public sealed class HostileModelInputTests : IDisposable
         AssertOneLineInputError(e, config, "vision_config.hidden_size", "could not be allocated");
     }
 
+    [Fact]
+    public void ATensorTooLargeToAllocateIsAOneLineError()
+    {
+        // 1 TiB of float32 in a sparse file. Only where the kernel refuses such an allocation outright
+        // (heuristic or strict overcommit); with overcommit "always" it would be handed out and filled.
+        if (!OperatingSystem.IsLinux() || File.ReadAllText("/proc/sys/vm/overcommit_memory").Trim() == "1") return;
+        if (GC.GetGCMemoryInfo().TotalAvailableMemoryBytes > 512L << 30) return;
+        var path = Path.Combine(_dir, "huge.safetensors");
+        try { WriteSparse(path, "a", "F32", [1L << 38]); }
+        catch (IOException) { return; }   // a file system without 1 TiB files
+        using var f = SafeTensorsFile.Open(path);
+        var e = Assert.Throws<CheckpointException>(() => f.Read("a"));
+        AssertOneLineInputError(e, path, "tensor 'a'", "1024 GiB", "could not be allocated");
+    }
+
+    private static void WriteSparse(string path, string name, string dtype, long[] shape)
+    {
+        long bytes = shape.Aggregate((long)SafeTensorsFile.DTypeSize(dtype), (a, b) => a * b);
+        var header = new JsonObject { [name] = new JsonObject { ["dtype"] = dtype, ["shape"] = new JsonArray(shape.Select(d => (JsonNode)d).ToArray()), ["data_offsets"] = new JsonArray(0, bytes) } };
+        var json = Encoding.UTF8.GetBytes(header.ToJsonString());
+        using var fs = File.Create(path);
+        fs.Write(BitConverter.GetBytes((ulong)json.Length));
+        fs.Write(json);
+        fs.SetLength(8 + json.Length + bytes);
+    }
+
     // ---------------------------------------------------------------- 2. safetensors headers
 
     /// <summary>A safetensors file with this header (as given) and this many data bytes.</summary>

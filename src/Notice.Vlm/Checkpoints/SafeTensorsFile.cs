@@ -236,7 +236,12 @@ public sealed class SafeTensorsFile : IDisposable
     {
         if (!Entries.TryGetValue(name, out var e)) throw new CheckpointException(Path, $"no tensor named '{name}'");
         var stored = ToScalarType(e.DType);
-        var t = torch.empty(e.Shape, stored);
+        Tensor t;
+        try { t = torch.empty(e.Shape, stored); }
+        catch (Exception x) when (ConfigShapeCheck.IsAllocationFailure(x))
+        {
+            throw new CheckpointException(Path, $"tensor '{name}' ({e.DType}{Fmt(e.Shape)}, {InputFiles.Bytes(e.End - e.Begin)}) could not be allocated: {x.Message.Split('\n', 2)[0].Trim()}");
+        }
         long n = e.End - e.Begin;
         if (n > 0)
         {
