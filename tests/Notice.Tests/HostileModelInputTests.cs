@@ -560,7 +560,7 @@ public sealed class HostileModelInputTests : IDisposable
     }
 
     [Fact]
-    public void FilesThatAreNotRegularFilesAreRefusedWithoutReadingThem()
+    public async Task FilesThatAreNotRegularFilesAreRefusedWithoutReadingThem()
     {
         if (!OperatingSystem.IsLinux()) return;
         var e = Assert.Throws<ImageException>(() => ImageDecoder.Load("/dev/zero"));
@@ -574,7 +574,7 @@ public sealed class HostileModelInputTests : IDisposable
         Assert.True(File.Exists(fifo));
         // Opening a FIFO with no writer blocks forever: the check must not open it.
         var load = Task.Run(() => ImageDecoder.Load(fifo));
-        Assert.True(Task.WhenAny(load, Task.Delay(TimeSpan.FromSeconds(10))).Result == load, "loading a FIFO hung");
+        Assert.True(await Task.WhenAny(load, Task.Delay(TimeSpan.FromSeconds(10))) == load, "loading a FIFO hung");
         var fe = Assert.IsType<ImageException>(load.Exception!.InnerException);
         AssertOneLineInputError(fe, fifo, "FIFO");
 
@@ -592,15 +592,15 @@ public sealed class HostileModelInputTests : IDisposable
     }
 
     [Fact]
-    public void TokenizerAndPreprocessorFilesThatAreNotRegularFilesAreRefused()
+    public async Task TokenizerAndPreprocessorFilesThatAreNotRegularFilesAreRefused()
     {
         if (!OperatingSystem.IsLinux()) return;
         var fifo = Path.Combine(_dir, "pipe");
         using (var mk = Process.Start(new ProcessStartInfo("mkfifo", [fifo]) { UseShellExecute = false })!) mk.WaitForExit();
-        Exception Load(Func<object> load)
+        static async Task<Exception> Load(Func<object> load)
         {
             var task = Task.Run(load);
-            Assert.True(Task.WhenAny(task, Task.Delay(TimeSpan.FromSeconds(10))).Result == task, "loading hung");
+            Assert.True(await Task.WhenAny(task, Task.Delay(TimeSpan.FromSeconds(10))) == task, "loading hung");
             return task.Exception!.InnerException!;
         }
         var blip = CopyFixture(Fixtures.BlipTiny, "blip");
@@ -609,7 +609,7 @@ public sealed class HostileModelInputTests : IDisposable
             var path = Path.Combine(blip, file);
             File.Move(path, path + ".bak");
             File.CreateSymbolicLink(path, target);
-            AssertOneLineInputError(Load(() => BlipVqa.Load(blip)), path, says);
+            AssertOneLineInputError(await Load(() => BlipVqa.Load(blip)), path, says);
             File.Delete(path);
             File.Move(path + ".bak", path);
         }
@@ -617,7 +617,7 @@ public sealed class HostileModelInputTests : IDisposable
         var model = Path.Combine(llava, "tokenizer.model");
         File.Delete(model);
         File.CreateSymbolicLink(model, fifo);
-        AssertOneLineInputError(Load(() => LlavaVqa.Load(llava)), model, "FIFO");
+        AssertOneLineInputError(await Load(() => LlavaVqa.Load(llava)), model, "FIFO");
     }
 
     [Fact]
@@ -640,18 +640,18 @@ public sealed class HostileModelInputCliTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static (int Code, string Err) Run(params string[] args)
+    private static async Task<(int Code, string Err)> Run(params string[] args)
     {
         var root = new System.CommandLine.RootCommand { Notice.Cli.Commands.AnswerCommand.Create() };
         var previous = Console.Error;
         var writer = new StringWriter();
         Console.SetError(writer);
-        try { return (CliErrors.InvokeAsync(root, args).GetAwaiter().GetResult(), writer.ToString()); }
+        try { return (await CliErrors.InvokeAsync(root, args), writer.ToString()); }
         finally { Console.SetError(previous); }
     }
 
     [Fact]
-    public void AHostileConfigAndAnImageBombAreOneErrorLineEach()
+    public async Task AHostileConfigAndDevZeroAsImageAreOneErrorLineEach()
     {
         foreach (var f in Directory.GetFiles(Fixtures.BlipTiny)) File.Copy(f, Path.Combine(_dir, Path.GetFileName(f)));
         var config = Path.Combine(_dir, "config.json");
@@ -660,13 +660,13 @@ public sealed class HostileModelInputCliTests : IDisposable
         o["text_config"]!["hidden_size"] = 32768;
         File.WriteAllText(config, o.ToJsonString());
         var image = Path.Combine(Fixtures.BlipTiny, "red_circle_blue_square.png");
-        var (code, err) = Run("answer", "--model", _dir, "--image", image, "--question", "what is it?");
+        var (code, err) = await Run("answer", "--model", _dir, "--image", image, "--question", "what is it?");
         Assert.Equal(2, code);
-        Assert.Equal(1, err.Trim().Split('\n').Length);
+        Assert.Single(err.Trim().Split('\n'));
         Assert.StartsWith($"error: {config}: field 'vision_config.hidden_size'", err.Trim());
 
         if (!OperatingSystem.IsLinux()) return;
-        (code, err) = Run("answer", "--model", Fixtures.BlipTiny, "--image", "/dev/zero", "--question", "what is it?");
+        (code, err) = await Run("answer", "--model", Fixtures.BlipTiny, "--image", "/dev/zero", "--question", "what is it?");
         Assert.Equal(2, code);
         Assert.Equal("error: /dev/zero: is a character device, not a regular file", err.Trim());
     }

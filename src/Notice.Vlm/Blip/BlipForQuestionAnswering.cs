@@ -45,7 +45,8 @@ public sealed class BlipForQuestionAnswering : nn.Module
         using var store = TensorStore.Open(folder);
         ConfigShapeCheck.Verify(store, configFile, config.ShapeProbes(), config.LayerProbes());
         // The model is built in float32 and then converted.
-        ConfigShapeCheck.CheckMemory(store, configFile, "text_config.hidden_size", ScalarType.Float32, device: null);
+        var widest = dtype == ScalarType.Float64 ? dtype : ScalarType.Float32;
+        ConfigShapeCheck.CheckMemory(store, configFile, "text_config.hidden_size", widest, device: null);
         var model = ConfigShapeCheck.Allocate(configFile, "text_config.hidden_size", () =>
         {
             using var _ = torch.no_grad();

@@ -24,8 +24,8 @@ public static class ImageDecoder
     /// </summary>
     public const long MaxPixels = 178_956_970;
 
-    /// <summary>The largest image file read: 256 MiB (a 12,000 x 12,000 uncompressed-looking PNG is ~400 MiB
-    /// of pixels but rarely over 100 MiB on disk; real dataset images are under 10 MiB).</summary>
+    /// <summary>The largest image file read: 256 MiB. Dataset images are a few MiB; even a PNG at the pixel
+    /// limit is rarely over 100 MiB, and its size is checked before the file is opened.</summary>
     public const long MaxFileBytes = 256L << 20;
 
     /// <summary>Reads and decodes the file at <paramref name="path"/>; errors name the file. Only a regular
