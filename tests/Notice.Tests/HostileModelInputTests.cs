@@ -75,6 +75,8 @@ public sealed class HostileModelInputTests : IDisposable
         { "text_config.vocab_size", 2_000_000, "between 1 and 1048576" },
         { "vision_config.image_size", 1_000_000, "between 1 and 8192" },
         { "text_config.max_position_embeddings", 10_000_000_000, "out of range" },
+        { "text_config.sep_token_id", 107, "outside the vocabulary" },
+        { "text_config.bos_token_id", -1, "outside the vocabulary" },
     };
 
     [Theory]
@@ -99,6 +101,8 @@ public sealed class HostileModelInputTests : IDisposable
         { "vision_config.num_channels", 4, "must be 3" },
         { "text_config.num_key_value_heads", 8, "cannot be shared evenly" },   // more key/value heads than heads
         { "text_config.rope_theta", -1, "positive" },
+        { "text_config.eos_token_id", 416, "outside the language model's vocabulary" },
+        { "text_config.bos_token_id", -1, "outside the language model's vocabulary" },
     };
 
     [Theory]

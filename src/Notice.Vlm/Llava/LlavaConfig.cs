@@ -212,6 +212,9 @@ public sealed record LlavaConfig
             throw text.Error("tie_word_embeddings", "a language model head tied to the embeddings is not supported");
         if (ImageTokenIndex < 0 || ImageTokenIndex >= Text.VocabSize)
             throw c.Error("image_token_index", $"{ImageTokenIndex} is outside the language model's vocabulary (text_config.vocab_size {Text.VocabSize})");
+        foreach (var (name, id) in new[] { ("text_config.bos_token_id", Text.BosTokenId), ("text_config.eos_token_id", Text.EosTokenId) })
+            if (id < 0 || id >= Text.VocabSize)
+                throw c.Error(name, $"{id} is outside the language model's vocabulary (text_config.vocab_size {Text.VocabSize})");
         if (PadTokenId < -1 || PadTokenId >= Text.VocabSize)
             throw c.Error("pad_token_id", $"{PadTokenId} is outside the language model's vocabulary (text_config.vocab_size {Text.VocabSize})");
         int states = Vision.NumHiddenLayers + 1;
