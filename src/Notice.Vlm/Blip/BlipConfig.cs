@@ -22,12 +22,12 @@ public sealed record BlipVisionConfig
 
     internal static BlipVisionConfig Read(JsonConfig c) => new()
     {
-        HiddenSize = c.Int("hidden_size", 768),
-        IntermediateSize = c.Int("intermediate_size", 3072),
-        NumHiddenLayers = c.Int("num_hidden_layers", 12),
-        NumAttentionHeads = c.Int("num_attention_heads", 12),
-        ImageSize = c.Int("image_size", 384),
-        PatchSize = c.Int("patch_size", 16),
+        HiddenSize = c.Size("hidden_size", 768, 1, ConfigLimits.HiddenSize),
+        IntermediateSize = c.Size("intermediate_size", 3072, 1, ConfigLimits.IntermediateSize),
+        NumHiddenLayers = c.Size("num_hidden_layers", 12, 1, ConfigLimits.Layers),
+        NumAttentionHeads = c.Size("num_attention_heads", 12, 1, ConfigLimits.Heads),
+        ImageSize = c.Size("image_size", 384, 1, ConfigLimits.ImageSize),
+        PatchSize = c.Size("patch_size", 16, 1, ConfigLimits.PatchSize),
         HiddenAct = c.String("hidden_act", "gelu"),
         LayerNormEps = c.Double("layer_norm_eps", 1e-5),
         ProjectionDim = c.Int("projection_dim", 512),
@@ -73,13 +73,13 @@ public sealed record BlipTextConfig
 
     internal static BlipTextConfig Read(JsonConfig c) => new()
     {
-        VocabSize = c.Int("vocab_size", 30524),
-        HiddenSize = c.Int("hidden_size", 768),
-        EncoderHiddenSize = c.Int("encoder_hidden_size", 768),
-        IntermediateSize = c.Int("intermediate_size", 3072),
-        NumHiddenLayers = c.Int("num_hidden_layers", 12),
-        NumAttentionHeads = c.Int("num_attention_heads", 8),
-        MaxPositionEmbeddings = c.Int("max_position_embeddings", 512),
+        VocabSize = c.Size("vocab_size", 30524, 1, ConfigLimits.VocabSize),
+        HiddenSize = c.Size("hidden_size", 768, 1, ConfigLimits.HiddenSize),
+        EncoderHiddenSize = c.Size("encoder_hidden_size", 768, 1, ConfigLimits.HiddenSize),
+        IntermediateSize = c.Size("intermediate_size", 3072, 1, ConfigLimits.IntermediateSize),
+        NumHiddenLayers = c.Size("num_hidden_layers", 12, 1, ConfigLimits.Layers),
+        NumAttentionHeads = c.Size("num_attention_heads", 8, 1, ConfigLimits.Heads),
+        MaxPositionEmbeddings = c.Size("max_position_embeddings", 512, 1, ConfigLimits.Positions),
         HiddenAct = c.String("hidden_act", "gelu"),
         LayerNormEps = c.Double("layer_norm_eps", 1e-12),
         BosTokenId = c.Int("bos_token_id", 30522),
@@ -145,6 +145,13 @@ public sealed record BlipConfig
 
     private void Validate(JsonConfig c)
     {
+        // Every size field is already within [1, its ConfigLimits cap] (JsonConfig.Size), so nothing
+        // below divides by zero, and the patch grid is computed in 64 bits before it is trusted.
+        if (Vision.PatchSize > Vision.ImageSize)
+            throw c.Error("vision_config.patch_size", $"{Vision.PatchSize} is larger than image_size {Vision.ImageSize}");
+        long patches = (long)(Vision.ImageSize / Vision.PatchSize) * (Vision.ImageSize / Vision.PatchSize);
+        if (patches > ConfigLimits.Patches)
+            throw c.Error("vision_config.image_size", $"image_size {Vision.ImageSize} with patch_size {Vision.PatchSize} makes {patches} patches, more than the {ConfigLimits.Patches} allowed");
         if (Vision.HiddenSize % Vision.NumAttentionHeads != 0)
             throw c.Error("vision_config.num_attention_heads", $"hidden_size {Vision.HiddenSize} is not a multiple of {Vision.NumAttentionHeads} heads");
         if (Text.HiddenSize % Text.NumAttentionHeads != 0)
@@ -156,6 +163,40 @@ public sealed record BlipConfig
         foreach (var (name, act) in new[] { ("vision_config.hidden_act", Vision.HiddenAct), ("text_config.hidden_act", Text.HiddenAct) })
             if (act is not ("gelu" or "gelu_new" or "gelu_pytorch_tanh" or "relu" or "quick_gelu"))
                 throw c.Error(name, $"unsupported activation \"{act}\"");
+        // Token ids index the embedding tables: one outside the vocabulary would fail deep inside torch.
+        foreach (var (name, id) in new[] { ("text_config.bos_token_id", Text.BosTokenId), ("text_config.sep_token_id", Text.SepTokenId), ("text_config.pad_token_id", Text.PadTokenId) })
+            if (id < 0 || id >= Text.VocabSize)
+                throw c.Error(name, $"{id} is outside the vocabulary (text_config.vocab_size {Text.VocabSize})");
+    }
+
+    /// <summary>Stored tensors whose shapes follow from the size fields, each dimension with the field
+    /// it comes from (checked against the checkpoint before the model is built).</summary>
+    internal IEnumerable<Checkpoints.ShapeProbe> ShapeProbes()
+    {
+        var vh = new Checkpoints.ImpliedDim(Vision.HiddenSize, "vision_config.hidden_size");
+        var p = new Checkpoints.ImpliedDim(Vision.PatchSize, "vision_config.patch_size");
+        var th = new Checkpoints.ImpliedDim(Text.HiddenSize, "text_config.hidden_size");
+        var v = new Checkpoints.ImpliedDim(Text.VocabSize, "text_config.vocab_size");
+        var pos = new Checkpoints.ImpliedDim(Text.MaxPositionEmbeddings, "text_config.max_position_embeddings");
+        var ti = new Checkpoints.ImpliedDim(Text.IntermediateSize, "text_config.intermediate_size");
+        yield return new("vision_model.embeddings.patch_embedding.weight", vh, new(3, ""), p, p);
+        yield return new("vision_model.embeddings.position_embedding", new(1, ""), new((long)Vision.NumPatches + 1, "vision_config.image_size"), vh);
+        yield return new("vision_model.encoder.layers.0.mlp.fc1.weight", new(Vision.IntermediateSize, "vision_config.intermediate_size"), vh);
+        foreach (var t in new[] { "text_encoder", "text_decoder.bert" })
+        {
+            yield return new($"{t}.embeddings.word_embeddings.weight", v, th);
+            yield return new($"{t}.embeddings.position_embeddings.weight", pos, th);
+            yield return new($"{t}.encoder.layer.0.intermediate.dense.weight", ti, th);
+            yield return new($"{t}.encoder.layer.0.crossattention.self.key.weight", th, vh);
+        }
+        yield return new("text_decoder.cls.predictions.decoder.weight", v, th);
+    }
+
+    internal IEnumerable<Checkpoints.LayerProbe> LayerProbes()
+    {
+        yield return new("vision_config.num_hidden_layers", Vision.NumHiddenLayers, i => $"vision_model.encoder.layers.{i}.mlp.fc1.weight");
+        yield return new("text_config.num_hidden_layers", Text.NumHiddenLayers, i => $"text_encoder.encoder.layer.{i}.intermediate.dense.weight");
+        yield return new("text_config.num_hidden_layers", Text.NumHiddenLayers, i => $"text_decoder.bert.encoder.layer.{i}.intermediate.dense.weight");
     }
 
     /// <summary>Writes config.json as transformers' BlipForQuestionAnswering reads it (every field explicit).</summary>

@@ -38,17 +38,35 @@ public sealed class BlipForQuestionAnswering : nn.Module
     /// <summary>Loads a Hugging Face checkpoint folder (config.json + model.safetensors or shards).</summary>
     public static BlipForQuestionAnswering Load(string folder, ScalarType dtype = ScalarType.Float32, Device? device = null)
     {
-        var config = BlipConfig.Load(Path.Combine(folder, "config.json"));
-        BlipForQuestionAnswering model;
-        using (torch.no_grad()) model = new BlipForQuestionAnswering(config);
-        if (dtype != ScalarType.Float32) model.to(dtype);
-        using (var store = TensorStore.Open(folder))
+        var configFile = Path.Combine(folder, "config.json");
+        var config = BlipConfig.Load(configFile);
+        // The weights are opened, and their shapes compared with the ones config.json implies, before
+        // the model is built: a config that disagrees with them allocates nothing.
+        using var store = TensorStore.Open(folder);
+        ConfigShapeCheck.Verify(store, configFile, config.ShapeProbes(), config.LayerProbes());
+        // The model is built in float32 and then converted.
+        var widest = dtype == ScalarType.Float64 ? dtype : ScalarType.Float32;
+        ConfigShapeCheck.CheckMemory(store, configFile, "text_config.hidden_size", widest, device: null);
+        var model = ConfigShapeCheck.Allocate(configFile, "text_config.hidden_size", () =>
+        {
+            using var _ = torch.no_grad();
+            var m = new BlipForQuestionAnswering(config);
+            if (dtype != ScalarType.Float32) m.to(dtype);
+            return m;
+        });
+        try
         {
             // text_decoder.cls.predictions.decoder.bias is tied to ...predictions.bias and not stored.
             WeightLoader.Load(store, model.StateTensors(),
                 ignored: n => n == "text_decoder.cls.predictions.decoder.bias" || n.EndsWith(".position_ids", StringComparison.Ordinal));
+            if (device is not null && device.type != DeviceType.CPU)
+                ConfigShapeCheck.Allocate(configFile, "text_config.hidden_size", () => model.to(device));
         }
-        if (device is not null && device.type != DeviceType.CPU) model.to(device);
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
         return model;
     }
 

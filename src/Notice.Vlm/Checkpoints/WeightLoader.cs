@@ -39,7 +39,7 @@ public static class WeightLoader
             Append(sb, "missing", missing);
             Append(sb, "mis-shaped", misShaped);
             Append(sb, "unexpected", unexpected);
-            throw new CheckpointException(store.Folder, sb.ToString());
+            throw new CheckpointException(store.Folder, sb.ToString().TrimEnd(';'));
         }
         using var _ = torch.no_grad();
         foreach (var (name, target) in expected)
@@ -53,8 +53,10 @@ public static class WeightLoader
     private static void Append(StringBuilder sb, string what, List<string> names)
     {
         if (names.Count == 0) return;
-        sb.Append($"\n  {what} ({names.Count}): ");
+        // One line, so a command line reports it as one error line.
+        sb.Append($" {what} ({names.Count}): ");
         sb.Append(string.Join(", ", names.Take(20)));
         if (names.Count > 20) sb.Append($", ... ({names.Count - 20} more)");
+        sb.Append(';');
     }
 }

@@ -33,13 +33,13 @@ public sealed record ClipVisionConfig
 
     internal static ClipVisionConfig Read(JsonConfig c) => new()
     {
-        HiddenSize = c.Int("hidden_size", 768),
-        IntermediateSize = c.Int("intermediate_size", 3072),
-        NumHiddenLayers = c.Int("num_hidden_layers", 12),
-        NumAttentionHeads = c.Int("num_attention_heads", 12),
-        NumChannels = c.Int("num_channels", 3),
-        ImageSize = c.Int("image_size", 224),
-        PatchSize = c.Int("patch_size", 32),
+        HiddenSize = c.Size("hidden_size", 768, 1, ConfigLimits.HiddenSize),
+        IntermediateSize = c.Size("intermediate_size", 3072, 1, ConfigLimits.IntermediateSize),
+        NumHiddenLayers = c.Size("num_hidden_layers", 12, 1, ConfigLimits.Layers),
+        NumAttentionHeads = c.Size("num_attention_heads", 12, 1, ConfigLimits.Heads),
+        NumChannels = c.Size("num_channels", 3, ConfigLimits.Channels, ConfigLimits.Channels),
+        ImageSize = c.Size("image_size", 224, 1, ConfigLimits.ImageSize),
+        PatchSize = c.Size("patch_size", 32, 1, ConfigLimits.PatchSize),
         HiddenAct = c.String("hidden_act", "quick_gelu"),
         LayerNormEps = c.Double("layer_norm_eps", 1e-5),
         ProjectionDim = c.Int("projection_dim", 512),
@@ -87,18 +87,18 @@ public sealed record LlamaConfig
 
     internal static LlamaConfig Read(JsonConfig c)
     {
-        int heads = c.Int("num_attention_heads", 32);
+        int heads = c.Size("num_attention_heads", 32, 1, ConfigLimits.Heads);
         return new LlamaConfig
         {
-            VocabSize = c.Int("vocab_size", 32000),
-            HiddenSize = c.Int("hidden_size", 4096),
-            IntermediateSize = c.Int("intermediate_size", 11008),
-            NumHiddenLayers = c.Int("num_hidden_layers", 32),
+            VocabSize = c.Size("vocab_size", 32000, 1, ConfigLimits.VocabSize),
+            HiddenSize = c.Size("hidden_size", 4096, 1, ConfigLimits.HiddenSize),
+            IntermediateSize = c.Size("intermediate_size", 11008, 1, ConfigLimits.IntermediateSize),
+            NumHiddenLayers = c.Size("num_hidden_layers", 32, 1, ConfigLimits.Layers),
             NumAttentionHeads = heads,
             // LlamaConfig: num_key_value_heads None means one key/value head per attention head.
-            NumKeyValueHeads = c.Int("num_key_value_heads", heads),
+            NumKeyValueHeads = c.Size("num_key_value_heads", heads, 1, ConfigLimits.Heads),
             HiddenAct = c.String("hidden_act", "silu"),
-            MaxPositionEmbeddings = c.Int("max_position_embeddings", 2048),
+            MaxPositionEmbeddings = c.Size("max_position_embeddings", 2048, 1, ConfigLimits.Positions),
             RmsNormEps = c.Double("rms_norm_eps", 1e-6),
             RopeTheta = c.Double("rope_theta", 10000.0),
             AttentionBias = c.Bool("attention_bias", false),
@@ -186,16 +186,25 @@ public sealed record LlavaConfig
 
     private void Validate(JsonConfig c)
     {
+        // Every size field is already within [1, its ConfigLimits cap] (JsonConfig.Size), so nothing
+        // below divides by zero, and the patch grid is computed in 64 bits before it is trusted.
+        if (Vision.PatchSize > Vision.ImageSize)
+            throw c.Error("vision_config.patch_size", $"{Vision.PatchSize} is larger than image_size {Vision.ImageSize}");
+        long patches = (long)(Vision.ImageSize / Vision.PatchSize) * (Vision.ImageSize / Vision.PatchSize);
+        if (patches > ConfigLimits.Patches)
+            throw c.Error("vision_config.image_size", $"image_size {Vision.ImageSize} with patch_size {Vision.PatchSize} makes {patches} patches, more than the {ConfigLimits.Patches} allowed");
         if (Vision.HiddenSize % Vision.NumAttentionHeads != 0)
             throw c.Error("vision_config.num_attention_heads", $"hidden_size {Vision.HiddenSize} is not a multiple of {Vision.NumAttentionHeads} heads");
         if (Vision.ImageSize % Vision.PatchSize != 0)
             throw c.Error("vision_config.patch_size", $"image_size {Vision.ImageSize} is not a multiple of patch_size {Vision.PatchSize}");
         if (Text.HiddenSize % Text.NumAttentionHeads != 0)
             throw c.Error("text_config.num_attention_heads", $"hidden_size {Text.HiddenSize} is not a multiple of {Text.NumAttentionHeads} heads");
-        if (Text.NumKeyValueHeads <= 0 || Text.NumAttentionHeads % Text.NumKeyValueHeads != 0)
+        if (Text.NumKeyValueHeads > Text.NumAttentionHeads || Text.NumAttentionHeads % Text.NumKeyValueHeads != 0)
             throw c.Error("text_config.num_key_value_heads", $"{Text.NumAttentionHeads} attention heads cannot be shared evenly by {Text.NumKeyValueHeads} key/value heads");
         if (Text.HeadDim % 2 != 0)
             throw c.Error("text_config.num_attention_heads", $"rotary embeddings need an even head size, found {Text.HeadDim}");
+        if (!(Text.RopeTheta > 0) || double.IsInfinity(Text.RopeTheta))
+            throw c.Error("text_config.rope_theta", $"must be a positive number, found {Text.RopeTheta}");
         var text = c.Section("text_config");
         if (text.Has("rope_scaling"))
             throw text.Error("rope_scaling", "scaled rotary embeddings are not supported");
@@ -203,6 +212,9 @@ public sealed record LlavaConfig
             throw text.Error("tie_word_embeddings", "a language model head tied to the embeddings is not supported");
         if (ImageTokenIndex < 0 || ImageTokenIndex >= Text.VocabSize)
             throw c.Error("image_token_index", $"{ImageTokenIndex} is outside the language model's vocabulary (text_config.vocab_size {Text.VocabSize})");
+        foreach (var (name, id) in new[] { ("text_config.bos_token_id", Text.BosTokenId), ("text_config.eos_token_id", Text.EosTokenId) })
+            if (id < 0 || id >= Text.VocabSize)
+                throw c.Error(name, $"{id} is outside the language model's vocabulary (text_config.vocab_size {Text.VocabSize})");
         if (PadTokenId < -1 || PadTokenId >= Text.VocabSize)
             throw c.Error("pad_token_id", $"{PadTokenId} is outside the language model's vocabulary (text_config.vocab_size {Text.VocabSize})");
         int states = Vision.NumHiddenLayers + 1;
@@ -213,6 +225,33 @@ public sealed record LlavaConfig
         foreach (var (name, act) in new[] { ("vision_config.hidden_act", Vision.HiddenAct), ("text_config.hidden_act", Text.HiddenAct), ("projector_hidden_act", ProjectorHiddenAct) })
             if (!Activations.Supports(act))
                 throw c.Error(name, $"unsupported activation \"{act}\"");
+    }
+
+    /// <summary>Stored tensors whose shapes follow from the size fields, each dimension with the field
+    /// it comes from (checked against the checkpoint before the model is built).</summary>
+    internal IEnumerable<Checkpoints.ShapeProbe> ShapeProbes()
+    {
+        const string tower = "vision_tower.vision_model";
+        var vh = new Checkpoints.ImpliedDim(Vision.HiddenSize, "vision_config.hidden_size");
+        var p = new Checkpoints.ImpliedDim(Vision.PatchSize, "vision_config.patch_size");
+        var th = new Checkpoints.ImpliedDim(Text.HiddenSize, "text_config.hidden_size");
+        var v = new Checkpoints.ImpliedDim(Text.VocabSize, "text_config.vocab_size");
+        yield return new($"{tower}.embeddings.patch_embedding.weight", vh, new(Vision.NumChannels, "vision_config.num_channels"), p, p);
+        yield return new($"{tower}.embeddings.position_embedding.weight", new((long)Vision.NumPositions, "vision_config.image_size"), vh);
+        yield return new($"{tower}.encoder.layers.0.mlp.fc1.weight", new(Vision.IntermediateSize, "vision_config.intermediate_size"), vh);
+        yield return new("multi_modal_projector.linear_1.weight", th, vh);
+        yield return new("multi_modal_projector.linear_2.weight", th, th);
+        yield return new("language_model.model.embed_tokens.weight", v, th);
+        yield return new("language_model.lm_head.weight", v, th);
+        yield return new("language_model.model.layers.0.mlp.gate_proj.weight", new(Text.IntermediateSize, "text_config.intermediate_size"), th);
+        yield return new("language_model.model.layers.0.self_attn.q_proj.weight", th, th);
+        yield return new("language_model.model.layers.0.self_attn.k_proj.weight", new((long)Text.NumKeyValueHeads * Text.HeadDim, "text_config.num_key_value_heads"), th);
+    }
+
+    internal IEnumerable<Checkpoints.LayerProbe> LayerProbes()
+    {
+        yield return new("vision_config.num_hidden_layers", Vision.NumHiddenLayers, i => $"vision_tower.vision_model.encoder.layers.{i}.mlp.fc1.weight");
+        yield return new("text_config.num_hidden_layers", Text.NumHiddenLayers, i => $"language_model.model.layers.{i}.mlp.gate_proj.weight");
     }
 
     /// <summary>Writes config.json as transformers' LlavaForConditionalGeneration reads it (every field

@@ -57,11 +57,18 @@ public sealed class LlavaForConditionalGeneration : nn.Module
     /// </summary>
     public static LlavaForConditionalGeneration Load(string folder, ScalarType dtype = ScalarType.Float32, Device? device = null)
     {
-        var config = LlavaConfig.Load(Path.Combine(folder, "config.json"));
-        // The weights are opened (and every shard checked) before a possibly large model is built.
+        var configFile = Path.Combine(folder, "config.json");
+        var config = LlavaConfig.Load(configFile);
+        // The weights are opened (and every shard checked), and their shapes compared with the ones
+        // config.json implies, before a possibly large model is built.
         using var store = TensorStore.Open(folder);
-        LlavaForConditionalGeneration model;
-        using (torch.no_grad()) model = new LlavaForConditionalGeneration(config, dtype, device);
+        ConfigShapeCheck.Verify(store, configFile, config.ShapeProbes(), config.LayerProbes());
+        ConfigShapeCheck.CheckMemory(store, configFile, "text_config.hidden_size", dtype, device);
+        var model = ConfigShapeCheck.Allocate(configFile, "text_config.hidden_size", () =>
+        {
+            using var _ = torch.no_grad();
+            return new LlavaForConditionalGeneration(config, dtype, device);
+        });
         try
         {
             // Every parameter is stored, post_layernorm included; the rotary tables are not parameters.

@@ -17,22 +17,23 @@ public static class ImageDecoder
 {
     private const string NotAnImage = "not a readable PNG or JPEG image";
 
-    /// <summary>Reads and decodes the file at <paramref name="path"/>; errors name the file.</summary>
+    /// <summary>
+    /// The most pixels an image may have: 178,956,970 (2^31 / 4 / 3), PIL's Image.MAX_IMAGE_PIXELS.
+    /// It is read from the header, so a decompression bomb (a small file that decodes to gigabytes) is
+    /// refused before anything is decoded.
+    /// </summary>
+    public const long MaxPixels = 178_956_970;
+
+    /// <summary>The largest image file read: 256 MiB. Dataset images are a few MiB; even a PNG at the pixel
+    /// limit is rarely over 100 MiB, and its size is checked before the file is opened.</summary>
+    public const long MaxFileBytes = 256L << 20;
+
+    /// <summary>Reads and decodes the file at <paramref name="path"/>; errors name the file. Only a regular
+    /// file (or a link to one) of at most <see cref="MaxFileBytes"/> is read: a directory, a device such
+    /// as /dev/zero, or a FIFO is refused from its metadata, without opening it.</summary>
     public static RgbImage Load(string path)
     {
-        byte[] bytes;
-        try
-        {
-            bytes = File.ReadAllBytes(path);
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
-        {
-            throw new ImageException(path, "file not found", e);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new ImageException(path, $"cannot read the file: {e.Message}", e);
-        }
+        var bytes = Checkpoints.InputFiles.ReadAllBytes(path, MaxFileBytes, problem => new ImageException(path, problem));
         return Decode(bytes, path);
     }
 
@@ -49,8 +50,13 @@ public static class ImageDecoder
             throw new ImageException(nameForErrors, $"{NotAnImage}: it is {codec.EncodedFormat}, only PNG and JPEG are supported");
 
         int width = codec.Info.Width, height = codec.Info.Height;
-        long rgbaBytes = (long)width * height * 4;
-        if (width <= 0 || height <= 0 || rgbaBytes > Array.MaxLength)
+        if (width <= 0 || height <= 0)
+            throw new ImageException(nameForErrors, $"{NotAnImage}: unusable size {width}x{height}");
+        long pixels = (long)width * height;
+        if (pixels > MaxPixels)
+            throw new ImageException(nameForErrors, $"image is {width}x{height} = {pixels} pixels, more than the {MaxPixels} allowed (PIL's MAX_IMAGE_PIXELS; a possible decompression bomb)");
+        long rgbaBytes = pixels * 4;
+        if (rgbaBytes > Array.MaxLength)
             throw new ImageException(nameForErrors, $"{NotAnImage}: unusable size {width}x{height}");
 
         // Unpremultiplied RGBA keeps the stored colour of transparent pixels (premultiplying would

@@ -19,19 +19,9 @@ internal sealed class PreprocessorConfig
 
     public static PreprocessorConfig Load(string path)
     {
-        string json;
-        try
-        {
-            json = System.IO.File.ReadAllText(path);
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
-        {
-            throw new CheckpointException(path, "file not found");
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new CheckpointException(path, $"cannot read the file: {e.Message}");
-        }
+        // A regular file (or a link to one) of sane length; the reader skips a byte-order mark as ReadAllText does.
+        var bytes = InputFiles.ReadAllBytes(path, InputFiles.MaxSideFileBytes, problem => new CheckpointException(path, problem));
+        string json = new StreamReader(new MemoryStream(bytes), System.Text.Encoding.UTF8, detectEncodingFromByteOrderMarks: true).ReadToEnd();
         return Parse(json, path);
     }
 

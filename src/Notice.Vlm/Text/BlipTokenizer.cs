@@ -63,7 +63,7 @@ public sealed class BlipTokenizer
         var settings = TokenizerSettings.Load(folder);
 
         // One token per line, id = line number, as BertTokenizer's load_vocab reads it.
-        byte[] vocabBytes = File.ReadAllBytes(vocabPath);
+        byte[] vocabBytes = InputFiles.ReadAllBytes(vocabPath, InputFiles.MaxSideFileBytes, problem => new CheckpointException(vocabPath, problem));
         string[] tokenOf = Encoding.UTF8.GetString(vocabBytes).Split('\n').Select(l => l.TrimEnd('\r')).ToArray();
         if (tokenOf.Length > 0 && tokenOf[^1].Length == 0) tokenOf = tokenOf[..^1];
         var idOf = new Dictionary<string, int>(StringComparer.Ordinal);

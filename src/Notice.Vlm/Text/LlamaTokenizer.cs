@@ -93,7 +93,7 @@ public sealed class LlamaTokenizer
         if (!File.Exists(modelPath)) throw new CheckpointException(modelPath, "file not found");
         var settings = TokenizerSettings.Load(folder);
         SentencePieceModel model;
-        using (var stream = File.OpenRead(modelPath))
+        using (var stream = new MemoryStream(InputFiles.ReadAllBytes(modelPath, InputFiles.MaxSideFileBytes, problem => new CheckpointException(modelPath, problem)), writable: false))
         {
             try
             {

@@ -84,7 +84,7 @@ internal sealed class TokenizerSettings
         if (!File.Exists(path)) return null;
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
+            using var doc = JsonDocument.Parse(InputFiles.ReadAllBytes(path, InputFiles.MaxSideFileBytes, problem => new CheckpointException(path, problem)));
             return doc.RootElement.Clone();
         }
         catch (JsonException e)
