@@ -225,6 +225,25 @@ public sealed class Qwen25VlParityTests(ITestOutputHelper output)
         Assert.Equal(new[] { "sad.", "blue.", "black." }, batch);
     }
 
+    /// <summary>The bfloat16 checkpoint streamed into bfloat16 (no float32 copy) still answers every case.</summary>
+    [Fact]
+    public void AnswersInBFloat16()
+    {
+        using var reference = SafeTensorsFile.Open(QwenTinyModel.Reference);
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.no_grad();
+        using var model = Qwen25VlForConditionalGeneration.Load(QwenTinyModel.Folder, ScalarType.BFloat16);
+        Assert.Equal(ScalarType.BFloat16, model.DType);
+        foreach (var name in new[] { "case0", "case3", "batch" })
+        {
+            var logits = model.AnswerLogits(QwenTinyModel.PixelValues(reference, name), reference.Read($"{name}.image_grid_thw"),
+                reference.Read($"{name}.input_ids"), reference.Read($"{name}.attention_mask"));
+            var expected = reference.Read($"{name}.logits_last");
+            Assert.Equal(expected.argmax(-1).data<long>().ToArray(), logits.argmax(-1).data<long>().ToArray());
+            output.WriteLine($"{name} in bfloat16: logits max abs diff {(expected - logits).abs().max().item<float>():E2}");
+        }
+    }
+
     [Fact]
     public void HookPointsHaveTheirShapesAndAddUp()
     {
