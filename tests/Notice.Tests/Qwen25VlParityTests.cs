@@ -296,6 +296,29 @@ public sealed class Qwen25VlParityTests(ITestOutputHelper output)
         output.WriteLine($"{name} from layer {layer}, position {position}: max abs diff {d:E2}");
         Assert.True(d < 1e-5, $"max abs difference {d:E3}");
     }
+
+    /// <summary>One corrupt run's one-row cache serves a batch of restarted rows (one per patch).</summary>
+    [Fact]
+    public void AOneRowCacheServesABatchOfRestartedRows()
+    {
+        using var reference = SafeTensorsFile.Open(QwenTinyModel.Reference);
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.no_grad();
+        var lm = Model.Model;
+        var inputs = Model.PrepareInputs(QwenTinyModel.PixelValues(reference, "case0"), reference.Read("case0.image_grid_thw"),
+            reference.Read("case0.input_ids"), reference.Read("case0.attention_mask"));
+        const int layer = 1, position = 30, rows = 3;
+        using var hooks = new HookContext().Record($"text.blocks.{layer}.resid_pre");
+        var full = lm.Forward(inputs.InputsEmbeds, inputs.PositionIds, inputs.AttentionMask, hooks: hooks, useCache: true);
+
+        long rest = inputs.InputsEmbeds.shape[1] - position;
+        var past = full.Cache!.Select(kv => kv.Narrow(position)).ToList();
+        var hidden = hooks.Cache[$"text.blocks.{layer}.resid_pre"].narrow(1, position, rest).expand(rows, -1, -1);
+        var positions = inputs.PositionIds.narrow(2, position, rest).expand(3, rows, -1);
+        var fast = lm.Forward(hidden, positions, inputs.AttentionMask.expand(rows, -1), past, fromLayer: layer);
+        var expected = full.LastHiddenState.narrow(1, position, rest).expand(rows, -1, -1);
+        Assert.True((fast.LastHiddenState - expected).abs().max().item<float>() < 1e-5);
+    }
 }
 
 /// <summary>The qwen25vl-tiny fixture, loaded once for every test that reads it.</summary>
