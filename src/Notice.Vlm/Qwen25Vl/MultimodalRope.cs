@@ -56,7 +56,8 @@ public static class MultimodalRope
     /// all three axes; an image (its grid_h/merge x grid_w/merge merged tokens, raster order) after
     /// text ending at s - 1 gets (s + 0, s + y, s + x) (still images: temporal index 0); the text
     /// after it continues from the largest position so far + 1. Images are taken from
-    /// <paramref name="gridThw"/> in order across the rows. Padding positions get 1.
+    /// <paramref name="gridThw"/> in order across the rows. Padding positions get 1. Videos
+    /// (&lt;|video_pad|&gt;, second_per_grid_ts) are not supported: their tokens count as text.
     /// </summary>
     /// <param name="inputIds">[B, T]</param>
     /// <param name="gridThw">[images, 3]: one row per &lt;|vision_start|&gt;&lt;|image_pad|&gt; in the batch</param>

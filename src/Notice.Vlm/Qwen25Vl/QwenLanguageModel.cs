@@ -14,6 +14,9 @@ namespace Notice.Vlm.Qwen25Vl;
 /// Same shape of API as <see cref="LlamaModel"/>, position ids [3, B, T] instead of [B, T]. Hook
 /// points per layer l: "text.blocks.{l}.resid_pre", the attention's, "text.blocks.{l}.mlp.out",
 /// "text.blocks.{l}.resid_post" (the raw layer output), and "text.final_norm".
+/// Not reproduced: the 4.49 mask's sliding window (config sliding_window, 32768 in the real
+/// checkpoints), which transformers applies even with use_sliding_window false, but only to
+/// sequences longer than the window.
 /// </summary>
 public sealed class QwenLanguageModel : nn.Module
 {
@@ -109,11 +112,12 @@ internal sealed class QwenDecoderLayer : nn.Module
         // The layer's intermediates are freed when it is done, not when the whole pass is.
         using var scope = torch.NewDisposeScope();
         x = hooks.At(_residPreHook, x);
-        var (attn, cache) = _attn.Forward(_inputNorm.Forward(x), angles, mask, past, hooks);
+        var (attn, cache) = _attn.Forward(_inputNorm.Forward(x), angles, mask, past, hooks, returnCache);
         var h = x + attn;
         var mlp = hooks.At(_mlpHook, _mlp.Forward(_postAttentionNorm.Forward(h)));
         var output = hooks.At(_residPostHook, h + mlp);
-        if (!returnCache) return (output.MoveToOuterDisposeScope(), null);
+        // An unwanted cache is freed with the layer's other intermediates.
+        if (!returnCache || cache is null) return (output.MoveToOuterDisposeScope(), null);
         cache.Keys.MoveToOuterDisposeScope();
         cache.Values.MoveToOuterDisposeScope();
         return (output.MoveToOuterDisposeScope(), cache);
