@@ -100,6 +100,34 @@ public sealed class Qwen25VlBadInputTests : IDisposable
         Assert.Equal(0.0, (untied.Logits(hidden) - 2 * tied.Logits(hidden)).abs().max().item<float>(), 5);
     }
 
+    /// <summary>A checkpoint saved by transformers 4.52+ (model.visual.*, model.language_model.*, text_config) loads as well.</summary>
+    [Fact]
+    public void LoadsTheNamesAndTextConfigOfNewerTransformers()
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        using var old = Qwen25VlForConditionalGeneration.Load(QwenTinyModel.Folder);
+        var renamed = old.StateTensors().ToDictionary(
+            kv => kv.Key.StartsWith("visual.") ? "model." + kv.Key : "model.language_model." + kv.Key["model.".Length..], kv => kv.Value);
+        foreach (var f in Directory.GetFiles(_dir, "model*.safetensors*")) File.Delete(f);
+        SafeTensorsFile.Write(Path.Combine(_dir, "model.safetensors"), renamed, new Dictionary<string, string> { ["format"] = "pt" });
+        EditJson("config.json", c =>
+        {
+            var text = new JsonObject();
+            foreach (var field in new[] { "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "rms_norm_eps", "rope_theta", "rope_scaling", "vocab_size" })
+            {
+                text[field] = c[field]!.DeepClone();
+                c.Remove(field);
+            }
+            c["text_config"] = text;
+        });
+        using var loaded = Qwen25VlForConditionalGeneration.Load(_dir);
+        Assert.Equal(old.Config.MropeSection, loaded.Config.MropeSection);
+        Assert.Equal(old.Config.NumKeyValueHeads, loaded.Config.NumKeyValueHeads);
+        foreach (var (name, p) in old.StateTensors())
+            Assert.Equal(0f, (p - loaded.StateTensors()[name]).abs().max().item<float>());
+    }
+
     [Fact]
     public void ImagesTooSmallOrTooElongatedAreErrors()
     {

@@ -77,7 +77,7 @@ public sealed class Qwen25VlForConditionalGeneration : nn.Module
         try
         {
             // A tied head is the embedding matrix; a stored lm_head.weight is then unused, as in transformers.
-            WeightLoader.Load(store, model.StateTensors(), ignored: n => config.TieWordEmbeddings && n == "lm_head.weight");
+            WeightLoader.Load(store, CheckpointNames(store, model.StateTensors()), ignored: n => config.TieWordEmbeddings && n == "lm_head.weight");
         }
         catch
         {
@@ -89,7 +89,21 @@ public sealed class Qwen25VlForConditionalGeneration : nn.Module
         return model;
     }
 
-    /// <summary>Every parameter by its checkpoint name.</summary>
+    /// <summary>
+    /// The parameters under the names the checkpoint uses: transformers 4.49 (and the hub's
+    /// checkpoints) write visual.* and model.*; 4.52+ saves model.visual.* and model.language_model.*.
+    /// </summary>
+    private static Dictionary<string, Tensor> CheckpointNames(TensorStore store, Dictionary<string, Tensor> state)
+    {
+        if (!store.Contains("model.visual.patch_embed.proj.weight")) return state;
+        static string Renamed(string name) =>
+            name.StartsWith("visual.", StringComparison.Ordinal) ? "model." + name
+            : name.StartsWith("model.", StringComparison.Ordinal) ? "model.language_model." + name["model.".Length..]
+            : name;
+        return state.ToDictionary(kv => Renamed(kv.Key), kv => kv.Value, StringComparer.Ordinal);
+    }
+
+    /// <summary>Every parameter by its checkpoint name (transformers 4.49's names).</summary>
     public Dictionary<string, Tensor> StateTensors()
     {
         var d = new Dictionary<string, Tensor>(StringComparer.Ordinal);

@@ -48,11 +48,16 @@ public sealed record QwenVisionConfig
         TemporalPatchSize = c.Int("temporal_patch_size", 2),
         WindowSize = c.Int("window_size", 112),
         OutHiddenSize = c.Int("out_hidden_size", 3584),
-        FullAttBlockIndexes = IntList(c, "fullatt_block_indexes") ?? [7, 15, 23, 31],
+        FullAttBlockIndexes = JsonLists.Ints(c, "fullatt_block_indexes") ?? [7, 15, 23, 31],
         TokensPerSecond = c.Int("tokens_per_second", 4),
     };
+}
 
-    internal static int[]? IntList(JsonConfig c, string name)
+/// <summary>A config field that is a list of integers.</summary>
+internal static class JsonLists
+{
+    /// <summary>The list, or null where the field is absent; anything but a list of integers is an error naming the field.</summary>
+    public static int[]? Ints(JsonConfig c, string name)
     {
         if (!c.Has(name)) return null;
         if (c.Object[name] is not System.Text.Json.Nodes.JsonArray list)
@@ -70,8 +75,8 @@ public sealed record QwenVisionConfig
 
 /// <summary>
 /// Qwen2_5_VLConfig (model_type "qwen2_5_vl") as Qwen2_5_VLForConditionalGeneration reads it in
-/// transformers 4.49: the language model's (Qwen2) fields are top-level, the vision tower's are in
-/// vision_config. rope_scaling {"type": "mrope", "mrope_section": [t, h, w]} gives plain RoPE
+/// transformers 4.49: the language model's (Qwen2) fields are top-level (or in text_config, as
+/// transformers 4.52+ saves them), the vision tower's are in vision_config. rope_scaling {"type": "mrope", "mrope_section": [t, h, w]} gives plain RoPE
 /// frequencies whose channels are split among the three position axes (M-RoPE).
 /// </summary>
 public sealed record QwenConfig
@@ -105,20 +110,23 @@ public sealed record QwenConfig
         var modelType = c.String("model_type", "");
         if (modelType != "qwen2_5_vl")
             throw c.Error("model_type", $"expected \"qwen2_5_vl\" (Qwen2_5_VLForConditionalGeneration), found \"{modelType}\"");
+        // transformers 4.49 writes the language model's fields at the top level; later versions
+        // (4.52+) save them in text_config, which is read instead when present.
+        var text = c.Has("text_config") ? c.Section("text_config") : c;
         var cfg = new QwenConfig
         {
             Vision = QwenVisionConfig.Read(c.Section("vision_config")),
-            VocabSize = c.Int("vocab_size", 152064),
-            HiddenSize = c.Int("hidden_size", 8192),
-            IntermediateSize = c.Int("intermediate_size", 29568),
-            NumHiddenLayers = c.Int("num_hidden_layers", 80),
-            NumAttentionHeads = c.Int("num_attention_heads", 64),
-            NumKeyValueHeads = c.Int("num_key_value_heads", 8),
-            HiddenAct = c.String("hidden_act", "silu"),
-            RmsNormEps = c.Double("rms_norm_eps", 1e-5),
-            RopeTheta = c.Double("rope_theta", 1000000.0),
-            MropeSection = ReadMropeSection(c),
-            TieWordEmbeddings = c.Bool("tie_word_embeddings", false),
+            VocabSize = text.Int("vocab_size", 152064),
+            HiddenSize = text.Int("hidden_size", 8192),
+            IntermediateSize = text.Int("intermediate_size", 29568),
+            NumHiddenLayers = text.Int("num_hidden_layers", 80),
+            NumAttentionHeads = text.Int("num_attention_heads", 64),
+            NumKeyValueHeads = text.Int("num_key_value_heads", 8),
+            HiddenAct = text.String("hidden_act", "silu"),
+            RmsNormEps = text.Double("rms_norm_eps", 1e-5),
+            RopeTheta = text.Double("rope_theta", 1000000.0),
+            MropeSection = ReadMropeSection(text),
+            TieWordEmbeddings = c.Bool("tie_word_embeddings", text.Bool("tie_word_embeddings", false)),
             BosTokenId = c.Int("bos_token_id", 151643),
             EosTokenId = c.Int("eos_token_id", 151645),
             VisionStartTokenId = c.Int("vision_start_token_id", 151652),
@@ -127,7 +135,7 @@ public sealed record QwenConfig
             ImageTokenId = c.Int("image_token_id", 151655),
             VideoTokenId = c.Int("video_token_id", 151656),
         };
-        cfg.Validate(c);
+        cfg.Validate(c, text);
         return cfg;
     }
 
@@ -140,18 +148,18 @@ public sealed record QwenConfig
         var type = scaling.Has("type") ? scaling.String("type", "") : scaling.String("rope_type", "default");
         if (type is not ("mrope" or "default"))
             throw scaling.Error("type", $"expected \"mrope\", found \"{type}\" (scaled rotary embeddings are not supported)");
-        return QwenVisionConfig.IntList(scaling, "mrope_section")
+        return JsonLists.Ints(scaling, "mrope_section")
             ?? throw scaling.Error("mrope_section", "missing: expected three integers (temporal, height, width) summing to head_dim / 2");
     }
 
-    private void Validate(JsonConfig c)
+    private void Validate(JsonConfig c, JsonConfig text)
     {
         if (HiddenSize % NumAttentionHeads != 0)
-            throw c.Error("num_attention_heads", $"hidden_size {HiddenSize} is not a multiple of {NumAttentionHeads} heads");
+            throw text.Error("num_attention_heads", $"hidden_size {HiddenSize} is not a multiple of {NumAttentionHeads} heads");
         if (NumKeyValueHeads <= 0 || NumAttentionHeads % NumKeyValueHeads != 0)
-            throw c.Error("num_key_value_heads", $"{NumAttentionHeads} attention heads cannot be shared evenly by {NumKeyValueHeads} key/value heads");
+            throw text.Error("num_key_value_heads", $"{NumAttentionHeads} attention heads cannot be shared evenly by {NumKeyValueHeads} key/value heads");
         if (MropeSection.Length != 3 || MropeSection.Any(s => s < 0) || MropeSection.Sum() * 2 != HeadDim)
-            throw c.Error("rope_scaling.mrope_section", $"[{string.Join(", ", MropeSection)}] must be three non-negative integers whose sum times 2 is head_dim {HeadDim} (hidden_size / num_attention_heads)");
+            throw text.Error("rope_scaling.mrope_section", $"[{string.Join(", ", MropeSection)}] must be three non-negative integers whose sum times 2 is head_dim {HeadDim} (hidden_size / num_attention_heads)");
         var v = Vision;
         var vc = c.Section("vision_config");
         if (v.NumHeads <= 0 || v.HiddenSize % v.NumHeads != 0)
@@ -168,10 +176,9 @@ public sealed record QwenConfig
             throw vc.Error("fullatt_block_indexes", $"[{string.Join(", ", v.FullAttBlockIndexes)}] names a block outside 0..{v.Depth - 1}");
         foreach (var (name, id) in new[] { ("image_token_id", ImageTokenId), ("vision_start_token_id", VisionStartTokenId), ("vision_end_token_id", VisionEndTokenId) })
             if (id < 0 || id >= VocabSize)
-                throw c.Error(name, $"{id} is outside the vocabulary (vocab_size {VocabSize})");
-        foreach (var (name, act) in new[] { ("hidden_act", HiddenAct), ("vision_config.hidden_act", v.HiddenAct) })
-            if (!Activations.Supports(act))
-                throw c.Error(name, $"unsupported activation \"{act}\"");
+                throw c.Error(name, $"{id} is outside the language model's vocabulary (vocab_size {VocabSize})");
+        if (!Activations.Supports(HiddenAct)) throw text.Error("hidden_act", $"unsupported activation \"{HiddenAct}\"");
+        if (!Activations.Supports(v.HiddenAct)) throw vc.Error("hidden_act", $"unsupported activation \"{v.HiddenAct}\"");
     }
 }
 
@@ -188,7 +195,7 @@ public sealed record QwenGenerationConfig(long[] EosTokenIds, long PadTokenId)
         var c = JsonConfig.Load(path);
         long[] eos;
         if (c.Object["eos_token_id"] is System.Text.Json.Nodes.JsonArray)
-            eos = (QwenVisionConfig.IntList(c, "eos_token_id") ?? []).Select(i => (long)i).ToArray();
+            eos = (JsonLists.Ints(c, "eos_token_id") ?? []).Select(i => (long)i).ToArray();
         else eos = [c.Int("eos_token_id", config.EosTokenId)];
         if (eos.Length == 0) throw c.Error("eos_token_id", "an empty list: generation would never stop");
         foreach (var id in eos)
