@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
@@ -43,7 +44,7 @@ public sealed class QwenTokenizer
     private readonly Dictionary<int, string> _tokenOf;
     private readonly HashSet<int> _specialIds;
     private readonly AddedTokenSplitter _addedTokens;
-    private readonly Dictionary<string, string[]> _bpeCache = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, string[]> _bpeCache = new(StringComparer.Ordinal);
     private readonly bool _padLeft;
 
     public int PadId { get; }
@@ -219,7 +220,7 @@ public sealed class QwenTokenizer
             word = merged;
         }
         var result = word.ToArray();
-        if (_bpeCache.Count < 100_000) _bpeCache[key] = result;
+        if (_bpeCache.Count < 100_000) _bpeCache.TryAdd(key, result);   // the tokenizer may be shared by threads
         return result;
     }
 
