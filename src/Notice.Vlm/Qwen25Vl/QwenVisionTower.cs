@@ -119,7 +119,8 @@ internal sealed class QwenVisionBlock : nn.Module
 /// Qwen2_5_VLVisionAttention (eager): one qkv projection (rows q, k, v, each head-major), the 2D
 /// rotary embedding on q and k in float32, softmax(QK^T / sqrt(d)) V inside each segment
 /// [cu[i], cu[i+1]) (a window or a whole image), proj. Computing each segment on its own equals
-/// transformers' block-diagonal mask of float32 min: the masked probabilities are exactly zero.
+/// transformers' block-diagonal mask of float32 min (the masked probabilities are exactly zero)
+/// without its N x N scores.
 /// </summary>
 internal sealed class QwenVisionAttention : nn.Module
 {
@@ -143,19 +144,36 @@ internal sealed class QwenVisionAttention : nn.Module
         var q = Rotate(qkv[0], cos, sin);
         var k = Rotate(qkv[1], cos, sin);
         var v = qkv[2];
-        var contexts = new Tensor[segments.Length - 1];
-        for (int s = 0; s + 1 < segments.Length; s++)
+        Tensor context;                                                                 // [H, N, Dh]
+        if (segments.Length == 2)
         {
-            long start = segments[s], length = segments[s + 1] - start;
-            var qs = q.narrow(1, start, length);
-            var ks = k.narrow(1, start, length);
-            var vs = v.narrow(1, start, length);
-            var scores = torch.matmul(qs, ks.transpose(1, 2)) / Math.Sqrt(_headDim);
-            var probs = scores.to(ScalarType.Float32).softmax(-1).to(q.dtype);
-            contexts[s] = torch.matmul(probs, vs);                                      // [H, n_s, Dh]
+            context = Attend(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)).squeeze(1);
         }
-        var context = contexts.Length == 1 ? contexts[0] : torch.cat(contexts, 1);
+        else
+        {
+            // Segments of one length (most windows are full) are attended as one batch: their
+            // patches are gathered, attended per segment, and written back in place.
+            context = torch.empty_like(q);
+            foreach (var group in Enumerable.Range(0, segments.Length - 1).GroupBy(s => segments[s + 1] - segments[s]))
+            {
+                long length = group.Key;
+                if (length == 0) continue;
+                var positions = group.SelectMany(s => Enumerable.Range(0, (int)length).Select(i => segments[s] + i)).ToArray();
+                using var index = torch.tensor(positions, device: x.device);
+                long count = positions.Length / length;
+                Tensor Gather(Tensor t) => t.index_select(1, index).view(_heads, count, length, _headDim);
+                context.index_copy_(1, index, Attend(Gather(q), Gather(k), Gather(v)).view(_heads, count * length, _headDim));
+            }
+        }
         return _proj.forward(context.transpose(0, 1).reshape(n, -1));
+    }
+
+    /// <summary>softmax(QK^T / sqrt(Dh)) V (softmax in float32) inside each segment, for q, k, v [H, segments, length, Dh].</summary>
+    private Tensor Attend(Tensor q, Tensor k, Tensor v)
+    {
+        var scores = torch.matmul(q, k.transpose(-1, -2)) / Math.Sqrt(_headDim);
+        var probs = scores.to(ScalarType.Float32).softmax(-1).to(q.dtype);
+        return torch.matmul(probs, v);
     }
 
     /// <summary>x * cos + rotate_half(x) * sin in float32, for x [H, N, Dh] and tables [N, Dh].</summary>
