@@ -53,9 +53,9 @@ public sealed class CoordinatorService(IConnectionMultiplexer redis, NoticeServi
     /// allows only then): shapes pairs generated for its tokenizer, a third per task.</summary>
     private string GenerateShapes(ExperimentSpec experiment)
     {
-        var tokenizer = Notice.Vlm.Text.BlipTokenizer.Load(experiment.ModelDir);
+        var tokens = Notice.Core.Families.ModelFamilies.Of(experiment.ModelDir).WordTokenCounter(experiment.ModelDir);
         var report = ShapesTaskGenerator.GenerateForRun(Path.Combine(options.Out, "pairs"), experiment.Samples ?? ExperimentParser.GeneratedSamples,
-            (int)experiment.Patching.NoiseSeed, w => tokenizer.Tokenize(w).Length);
+            (int)experiment.Patching.NoiseSeed, tokens);
         log.LogInformation("generated the shapes tasks: {Report}", report.ToString());
         return report.ManifestPath!;
     }

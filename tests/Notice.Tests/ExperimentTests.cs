@@ -174,6 +174,7 @@ public sealed class ExperimentTests : IDisposable
             TorchSharp.torch.ScalarType dtype = TorchSharp.torch.ScalarType.Float32, TorchSharp.torch.Device? device = null, Action<string>? warn = null) =>
             new Backend(this, BlipVqa.Load(folder, dtype, device), options, manifestPath);
         public override Func<string, int> PromptPositionCounter(string folder, CompatMode compat) => new BlipFamily().PromptPositionCounter(folder, compat);
+        public override Func<string, int> WordTokenCounter(string folder) => new BlipFamily().WordTokenCounter(folder);
         public override Notice.Core.Attention.IAttentionProbe AttentionProbe(Notice.Vlm.IVisionLanguageModel model, string manifestPath) =>
             throw new ArgumentException("the stand-in family has no attention probe");
 

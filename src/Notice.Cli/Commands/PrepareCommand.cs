@@ -88,22 +88,6 @@ public static class PrepareCommand
         return cmd;
     }
 
-    /// <summary>Word pieces per word under the model's own tokenizer (the model type read from config.json).</summary>
-    internal static Func<string, int> TokenCounter(string modelDir)
-    {
-        var config = Path.Combine(modelDir, "config.json");
-        var type = File.Exists(config) ? JsonNode.Parse(File.ReadAllText(config))?["model_type"]?.GetValue<string>() : null;
-        switch (type)
-        {
-            case "llava":
-                var llama = LlamaTokenizer.Load(modelDir);
-                // A word inside a prompt follows a space: count its pieces with that leading space.
-                return w => llama.Tokenize(" " + w).Length - llama.Tokenize(" ").Length;
-            case "blip":
-                var bert = BlipTokenizer.Load(modelDir);
-                return w => bert.Tokenize(w).Length;
-            default:
-                throw new ArgumentException($"{config}: cannot tell the model's tokenizer (model_type is {(type is null ? "missing" : $"\"{type}\"")})");
-        }
-    }
+    /// <summary>Word pieces per word under the model's own tokenizer (its family read from config.json).</summary>
+    internal static Func<string, int> TokenCounter(string modelDir) => Notice.Core.Families.ModelFamilies.Of(modelDir).WordTokenCounter(modelDir);
 }

@@ -50,6 +50,9 @@ public abstract class ModelFamily
     /// <summary>How many positions `all` names in a prompt, from the tokenizer alone.</summary>
     public abstract Func<string, int> PromptPositionCounter(string folder, CompatMode compat);
 
+    /// <summary>Tokens of one word inside a prompt under the family's tokenizer (STR swaps words of equal count).</summary>
+    public abstract Func<string, int> WordTokenCounter(string folder);
+
     /// <summary>The attention probe over a loaded model of this family.</summary>
     public abstract IAttentionProbe AttentionProbe(IVisionLanguageModel model, string manifestPath);
 

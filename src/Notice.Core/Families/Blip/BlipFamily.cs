@@ -46,6 +46,12 @@ public sealed class BlipFamily : ModelFamily
         return prompt => tokenizer.Encode(prompt).Length;
     }
 
+    public override Func<string, int> WordTokenCounter(string folder)
+    {
+        var tokenizer = BlipTokenizer.Load(folder);
+        return w => tokenizer.Tokenize(w).Length;
+    }
+
     public override IAttentionProbe AttentionProbe(IVisionLanguageModel model, string manifestPath) =>
         new BlipAttentionProbe((BlipVqa)model, manifestPath);
 }

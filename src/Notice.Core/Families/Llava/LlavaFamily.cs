@@ -49,6 +49,14 @@ public sealed class LlavaFamily : ModelFamily
         return prompt => tokenizer.Encode(LlavaPrompt.Format(prompt)).Length - skipped;
     }
 
+    /// <summary>A word inside a prompt follows a space: its pieces counted with that leading space.</summary>
+    public override Func<string, int> WordTokenCounter(string folder)
+    {
+        var tokenizer = LlamaTokenizer.Load(folder);
+        int space = tokenizer.Tokenize(" ").Length;
+        return w => tokenizer.Tokenize(" " + w).Length - space;
+    }
+
     public override IAttentionProbe AttentionProbe(IVisionLanguageModel model, string manifestPath) =>
         new LlavaAttentionProbe((LlavaVqa)model, manifestPath);
 }
