@@ -6,40 +6,36 @@ using static TorchSharp.torch;
 namespace Notice.Core.Patching;
 
 /// <summary>
-/// NOTICE activation patching on BLIP's text encoder. The fast path (design.md §4): the vision
-/// encoder once per image and the cross-attention keys/values of its tokens once per image and
-/// layer; clean and corrupt runs once per sample, caching every site's activation and the corrupt
-/// residual stream entering each layer; a patched run starts from that cached stream at the patched
-/// layer; many units of one sample share one forward pass, each batch row its own patch. The plain
-/// path recomputes everything per unit, as the original does, and exists to check the fast one.
+/// NOTICE activation patching on BLIP's text encoder (bidirectional: a patched run recomputes every
+/// position from the patched layer up). What is BLIP's own (design.md §4): the vision encoder once per
+/// image and the cross-attention keys/values of its tokens once per image and layer; the corrupt
+/// residual stream entering each layer kept from the corrupt run, where a patched run starts with the
+/// corrupt keys/values; units of one site and layer batched (at most BatchSize rows); and the plain
+/// path, one three-row forward of the whole model per unit, as the original runs it.
 /// </summary>
-public sealed class BlipPatchingEngine : IPatchingEngine
+public sealed class BlipPatchingEngine : PatchingEngine<BlipPreparedSample>
 {
     private readonly BlipForQuestionAnswering _model;
-    private readonly PatchingOptions _options;
     private readonly ImageCache<(Tensor Embeds, CrossKeyValues[] Kv)> _images;
 
-    public BlipPatchingEngine(BlipForQuestionAnswering model, PatchingOptions? options = null)
+    public BlipPatchingEngine(BlipForQuestionAnswering model, PatchingOptions? options = null) : base(options)
     {
         _model = model;
-        _options = options ?? new PatchingOptions();
-        _images = new ImageCache<(Tensor Embeds, CrossKeyValues[] Kv)>(_options.ImageCacheSize, state =>
+        _images = new ImageCache<(Tensor Embeds, CrossKeyValues[] Kv)>(Options.ImageCacheSize, state =>
         {
             state.Embeds.Dispose();
             foreach (var x in state.Kv) x.Dispose();
         });
     }
 
-    public int NumLayers => _model.Config.Text.NumHiddenLayers;
-    public int NumHeads => _model.Config.Text.NumAttentionHeads;
+    public override int NumLayers => _model.Config.Text.NumHiddenLayers;
+    public override int NumHeads => _model.Config.Text.NumAttentionHeads;
+    public override IReadOnlyList<PatchSite> Sites => PatchSite.All;
+    protected override string FamilyName => "BLIP";
+    protected override string StackName => "text encoder";
 
-    /// <summary>Runs the clean and corrupt passes of a sample once and keeps what patches need.</summary>
-    public PreparedSample Prepare(PatchingInputs inputs, CorruptionMode mode)
+    protected override BlipPreparedSample PrepareRuns(PatchingInputs inputs, CorruptionMode mode, PromptIds ids)
     {
-        using var span = NoticeTelemetry.Source.StartActivity("clean and corrupt runs");
-        span?.SetTag("notice.mode", mode.ToString().ToLowerInvariant());
-        using var noGrad = torch.no_grad();
-        var (cleanIds, corruptIds, positions) = PromptIds(inputs, mode);
         var clean = ImageState(inputs.CleanImage);
         CrossKeyValues[] corruptKv;
         Tensor? noisyEmbeds = null;
@@ -50,7 +46,7 @@ public sealed class BlipPatchingEngine : IPatchingEngine
                 corruptKv = ImageState(inputs.CorruptImage).Kv;
                 break;
             case CorruptionMode.Noise:
-                noisyEmbeds = GaussianNoise.Add(clean.Embeds, _options.NoiseMultiple, _options.NoiseSeed);
+                noisyEmbeds = GaussianNoise.Add(clean.Embeds, Options.NoiseMultiple, Options.NoiseSeed);   // [1, P, Dv]
                 corruptKv = _model.TextEncoder.CrossKeysValues(noisyEmbeds);
                 break;
             default:
@@ -58,37 +54,29 @@ public sealed class BlipPatchingEngine : IPatchingEngine
                 break;
         }
 
-        using var scope = torch.NewDisposeScope();
-        var cleanHooks = new HookContext().RecordWhere(n => n.StartsWith("text.blocks.", StringComparison.Ordinal));
-        var cleanQ = _model.EncodeQuestion(cleanIds, null, clean.Kv, cleanHooks);
-        var cleanLogits = _model.FirstStepLogits(cleanQ).MoveToOuterDisposeScope();
-        var corruptHooks = new HookContext().RecordWhere(n => n.EndsWith(".resid_pre", StringComparison.Ordinal));
-        var corruptQ = _model.EncodeQuestion(corruptIds, null, corruptKv, corruptHooks);
-        var corruptLogits = _model.FirstStepLogits(corruptQ).MoveToOuterDisposeScope();
-        var baseline = MetricsCalculator.Baseline(cleanLogits, corruptLogits, inputs.CorrectId, inputs.IncorrectId);
-        return new PreparedSample(inputs, mode, positions, cleanIds.MoveToOuterDisposeScope(), corruptIds.MoveToOuterDisposeScope(),
-            cleanHooks, corruptHooks, corruptKv, noisyEmbeds, cleanLogits, corruptLogits, baseline);
+        var cleanValues = RecordPatchSources();
+        var cleanLogits = _model.FirstStepLogits(_model.EncodeQuestion(ids.Clean, null, clean.Kv, cleanValues));
+        using var corrupt = new HookContext().Record(HookName.EveryLayer(BlockHook.ResidPre, NumLayers));
+        var corruptLogits = _model.FirstStepLogits(_model.EncodeQuestion(ids.Corrupt, null, corruptKv, corrupt));
+        return new BlipPreparedSample(inputs, mode, ids, cleanValues, cleanLogits, corruptLogits,
+            TakeEveryLayer(corrupt, BlockHook.ResidPre), corruptKv, noisyEmbeds);
     }
 
-    /// <summary>Prompt ids for the clean and corrupt runs, and how many positions can be patched.</summary>
-    private (Tensor Clean, Tensor Corrupt, int Positions) PromptIds(PatchingInputs inputs, CorruptionMode mode)
+    /// <summary>Prompt ids on the model's device.</summary>
+    protected override Tensor PromptTensor(Tensor ids) => base.PromptTensor(ids).to(_model.Device);
+
+    /// <summary>--compat original: the original pads the batch to the longer prompt with [PAD] and
+    /// attends to it; positions are those of the clean prompt alone.</summary>
+    protected override PromptIds OriginalMismatchedPrompts(Tensor clean, Tensor corrupt)
     {
-        var clean = inputs.CleanIds.to(ScalarType.Int64).to(_model.Device);
-        int t = (int)clean.shape[1];
-        if (mode != CorruptionMode.Text) return (clean, clean, t);
-        var corrupt = (inputs.CorruptIds ?? throw new ArgumentException("text corruption needs a corrupt prompt")).to(ScalarType.Int64).to(_model.Device);
-        int tc = (int)corrupt.shape[1];
-        if (tc == t) return (clean, corrupt, t);
-        if (_options.Compat == CompatMode.Default) throw new PromptLengthMismatchException(t, tc);
-        // The original pads the batch to the longer prompt with [PAD] and attends to it; positions
-        // are those of the clean prompt alone.
-        int longest = Math.Max(t, tc);
-        return (PadRight(clean, longest), PadRight(corrupt, longest), t);
+        long longest = Math.Max(clean.shape[1], corrupt.shape[1]);
+        return new PromptIds(PadRight(clean, longest), PadRight(corrupt, longest), (int)clean.shape[1]);
     }
 
-    private Tensor PadRight(Tensor ids, int length) =>
+    private Tensor PadRight(Tensor ids, long length) =>
         ids.shape[1] == length ? ids : torch.nn.functional.pad(ids, [0, length - ids.shape[1]], value: _model.Config.Text.PadTokenId);
 
+    /// <summary>An image's embeddings [1, P, Dv] and every layer's cross-attention keys/values, once per image.</summary>
     private (Tensor Embeds, CrossKeyValues[] Kv) ImageState(ImageInput image) => _images.GetOrAdd(image.Key, () =>
     {
         using var scope = torch.NewDisposeScope();
@@ -100,146 +88,80 @@ public sealed class BlipPatchingEngine : IPatchingEngine
         return (embeds, kv);
     });
 
-    /// <summary>The fast path: units grouped by (site, layer), each group run in batches from the cached
-    /// corrupt stream entering that layer. Results come back in the order of <paramref name="units"/>.</summary>
-    public UnitResult[] Run(PreparedSample sample, IReadOnlyList<PatchUnit> units)
-    {
-        Validate(sample, units);
-        var results = new UnitResult[units.Count];
-        var groups = units.Select((u, i) => (u, i)).GroupBy(x => (x.u.Site.Hook(x.u.Layer), x.u.Layer, x.u.Site.PerHead));
-        foreach (var group in groups)
-        {
-            foreach (var chunk in group.Chunk(Math.Max(1, _options.BatchSize)))
-            {
-                var metrics = RunBatch(sample, group.Key.Item1, group.Key.Layer, group.Key.PerHead, chunk.Select(c => c.u).ToArray());
-                for (int k = 0; k < chunk.Length; k++) results[chunk[k].i] = new UnitResult(chunk[k].u, metrics[k]);
-            }
-        }
-        return results;
-    }
+    /// <summary>Units of one site share a batch (the original's tables are per site).</summary>
+    protected override object? BatchKey(PatchUnit unit) => unit.Site;
 
-    private PatchMetrics[] RunBatch(PreparedSample sample, string hook, int layer, bool perHead, PatchUnit[] units)
+    /// <summary>The cached corrupt stream entering <paramref name="layer"/>, every position, with the corrupt image's keys/values.</summary>
+    protected override Tensor PatchedLogits(BlipPreparedSample sample, int layer, long start, int rows, HookContext patches)
     {
-        using var span = NoticeTelemetry.Source.StartActivity("patched batch");
-        span?.SetTag("notice.hook", hook);
-        span?.SetTag("notice.units", units.Length);
-        using var scope = torch.NewDisposeScope();
-        using var noGrad = torch.no_grad();
-        long n = units.Length;
-        var positions = units.Select(u => (long)u.Position).ToArray();
-        var rows = Enumerable.Range(0, units.Length).Select(i => (long)i).ToArray();
-        var cleanValue = sample.Clean.Cache[hook][0];                   // [T, D] or [T, H, Dh]
-        var posIndex = torch.tensor(positions, device: cleanValue.device);
-        Tensor values;
-        long[]? heads = null;
-        if (perHead)
-        {
-            heads = units.Select(u => (long)u.Head).ToArray();
-            values = cleanValue.index(new TensorIndex[] { TensorIndex.Tensor(posIndex), TensorIndex.Tensor(torch.tensor(heads, device: cleanValue.device)) });
-        }
-        else
-        {
-            values = cleanValue.index_select(0, posIndex);
-        }
-        using var hooks = new HookContext().Patch(hook, rows, positions, heads, values);
-        var start = sample.Corrupt.Cache[$"text.blocks.{layer}.resid_pre"];
-        var hidden = start.expand(n, -1, -1);
-        var q = _model.TextEncoder.Forward(hidden, null, sample.CorruptKv, hooks, fromLayer: layer);
-        var logits = _model.FirstStepLogits(q);
-        return MetricsCalculator.Compute(logits, sample.CleanLogits, sample.CorruptLogits, sample.Inputs.CorrectId, sample.Inputs.IncorrectId);
+        var hidden = sample.CorruptResidPre[layer].expand(rows, -1, -1);                           // [N, T, D]
+        var q = _model.TextEncoder.Forward(hidden, null, sample.CorruptKv, patches, fromLayer: layer);   // [N, T, D]
+        return _model.FirstStepLogits(q);                                                          // [N, V]
     }
 
     /// <summary>
-    /// The plain path: for each unit, one forward of the whole model (vision encoder included) on a
-    /// batch of three rows [clean, corrupt, corrupt], row 2 patched from row 0 at the same position,
-    /// exactly as the original trace_with_patch. Slow on purpose: the reference for the fast path.
+    /// The plain path's unit: one forward of the whole model (vision encoder included) on a batch of
+    /// three rows [clean, corrupt, corrupt], row 2 patched from row 0 at the same position, exactly as
+    /// the original trace_with_patch.
     /// </summary>
-    public UnitResult[] RunPlain(PreparedSample sample, IReadOnlyList<PatchUnit> units)
+    protected override (Tensor Patched, Tensor Clean, Tensor Corrupt) PlainLogits(BlipPreparedSample sample, PatchUnit u)
     {
-        Validate(sample, units);
-        var results = new UnitResult[units.Count];
-        for (int k = 0; k < units.Count; k++)
+        var inputs = sample.Inputs;
+        var corruptPixels = sample.Mode == CorruptionMode.Image ? inputs.CorruptImage!.Pixels : inputs.CleanImage.Pixels;
+        var pixels = torch.cat([inputs.CleanImage.Pixels, corruptPixels, corruptPixels], 0);      // [3, C, H, W]
+        var ids = torch.cat([sample.CleanIds, sample.CorruptIds, sample.CorruptIds], 0);          // [3, T]
+        using var hooks = new HookContext().Edit(u.Site.Hook(u.Layer), x =>
         {
-            using var scope = torch.NewDisposeScope();
-            using var noGrad = torch.no_grad();
-            var u = units[k];
-            var inputs = sample.Inputs;
-            var corruptPixels = sample.Mode == CorruptionMode.Image ? inputs.CorruptImage!.Pixels : inputs.CleanImage.Pixels;
-            var pixels = torch.cat([inputs.CleanImage.Pixels, corruptPixels, corruptPixels], 0);
-            var ids = torch.cat([sample.CleanIds, sample.CorruptIds, sample.CorruptIds], 0);
-            using var hooks = new HookContext().Edit(u.Site.Hook(u.Layer), x =>
-            {
-                if (u.Site.PerHead) x[2, u.Position, u.Head] = x[0, u.Position, u.Head];
-                else x[2, u.Position] = x[0, u.Position];
-                return x;
-            });
-            var embeds = _model.EncodeImage(pixels);
-            if (sample.Mode == CorruptionMode.Noise)
-                embeds = torch.cat([embeds.narrow(0, 0, 1), sample.NoisyEmbeds!.expand(2, -1, -1)], 0);
-            var kv = _model.TextEncoder.CrossKeysValues(embeds);
-            var q = _model.EncodeQuestion(ids, null, kv, hooks);
-            var logits = _model.FirstStepLogits(q);
-            var m = MetricsCalculator.Compute(logits.narrow(0, 2, 1), logits[0], logits[1], inputs.CorrectId, inputs.IncorrectId);
-            results[k] = new UnitResult(u, m[0]);
-        }
-        return results;
+            if (u.Site.PerHead) x[2, u.Position, u.Head] = x[0, u.Position, u.Head];
+            else x[2, u.Position] = x[0, u.Position];
+            return x;
+        });
+        var embeds = _model.EncodeImage(pixels);                                                   // [3, P, Dv]
+        if (sample.Mode == CorruptionMode.Noise)
+            embeds = torch.cat([embeds.narrow(0, 0, 1), sample.NoisyEmbeds!.expand(2, -1, -1)], 0);
+        var kv = _model.TextEncoder.CrossKeysValues(embeds);
+        var logits = _model.FirstStepLogits(_model.EncodeQuestion(ids, null, kv, hooks));           // [3, V]
+        return (logits.narrow(0, 2, 1), logits[0], logits[1]);
     }
 
-    IPreparedSample IPatchingEngine.Prepare(PatchingInputs inputs, CorruptionMode mode) => Prepare(inputs, mode);
-    UnitResult[] IPatchingEngine.Run(IPreparedSample sample, IReadOnlyList<PatchUnit> units) => Run(Own(sample), units);
-    UnitResult[] IPatchingEngine.RunPlain(IPreparedSample sample, IReadOnlyList<PatchUnit> units) => RunPlain(Own(sample), units);
-
-    private static PreparedSample Own(IPreparedSample sample) =>
-        sample as PreparedSample ?? throw new ArgumentException($"a {sample.GetType().Name} was prepared by another engine", nameof(sample));
-
-    private void Validate(PreparedSample sample, IReadOnlyList<PatchUnit> units)
+    protected override void Dispose(bool disposing)
     {
-        foreach (var u in units)
-        {
-            if (u.Layer < 0 || u.Layer >= NumLayers)
-                throw new ArgumentOutOfRangeException(nameof(units), $"layer {u.Layer} is out of range: the text encoder has layers 0..{NumLayers - 1}");
-            if (u.Site.PerHead && (u.Head < 0 || u.Head >= NumHeads))
-                throw new ArgumentOutOfRangeException(nameof(units), $"head {u.Head} is out of range: layers have heads 0..{NumHeads - 1}");
-            if (u.Position < 0 || u.Position >= sample.Positions)
-                throw new ArgumentOutOfRangeException(nameof(units), $"position {u.Position} is out of range: the prompt has positions 0..{sample.Positions - 1}");
-        }
+        if (disposing) _images.Clear();
     }
-
-    public void Dispose() => _images.Clear();
 }
 
-/// <summary>What a sample's clean and corrupt runs leave for its patched runs.</summary>
-public sealed class PreparedSample(
-    PatchingInputs inputs, CorruptionMode mode, int positions, Tensor cleanIds, Tensor corruptIds,
-    HookContext clean, HookContext corrupt, CrossKeyValues[] corruptKv, Tensor? noisyEmbeds,
-    Tensor cleanLogits, Tensor corruptLogits, SampleBaseline baseline) : IPreparedSample
+/// <summary>What a BLIP sample's clean and corrupt runs leave for its patched runs.</summary>
+public sealed class BlipPreparedSample : PreparedSample
 {
-    public PatchingInputs Inputs { get; } = inputs;
-    public CorruptionMode Mode { get; } = mode;
-    /// <summary>Token positions that can be patched: the clean prompt's length.</summary>
-    public int Positions { get; } = positions;
-    public Tensor CleanIds { get; } = cleanIds;
-    public Tensor CorruptIds { get; } = corruptIds;
-    public HookContext Clean { get; } = clean;
-    public HookContext Corrupt { get; } = corrupt;
-    public CrossKeyValues[] CorruptKv { get; } = corruptKv;
-    public Tensor? NoisyEmbeds { get; } = noisyEmbeds;
-    public Tensor CleanLogits { get; } = cleanLogits;
-    public Tensor CorruptLogits { get; } = corruptLogits;
-    public SampleBaseline Baseline { get; } = baseline;
-
-    public void Dispose()
+    public BlipPreparedSample(PatchingInputs inputs, CorruptionMode mode, PromptIds ids, HookContext clean, Tensor cleanLogits, Tensor corruptLogits,
+        Tensor[] corruptResidPre, CrossKeyValues[] corruptKv, Tensor? noisyEmbeds)
+        : base(inputs, mode, ids, clean, cleanLogits, corruptLogits)
     {
-        Clean.Dispose();
-        Corrupt.Dispose();
-        CleanIds.Dispose();
-        CorruptIds.Dispose();
-        CleanLogits.Dispose();
-        CorruptLogits.Dispose();
-        if (NoisyEmbeds is not null)
+        CorruptResidPre = corruptResidPre;
+        NoisyEmbeds = noisyEmbeds;
+        CorruptKv = corruptKv;
+        if (noisyEmbeds is not null)   // the noisy keys/values are the sample's; an image's belong to the image cache
+            foreach (var kv in corruptKv) { Own(kv.Keys); Own(kv.Values); }
+    }
+
+    /// <summary>Per layer, the corrupt residual stream entering it [1, T, D].</summary>
+    public Tensor[] CorruptResidPre { get; }
+    /// <summary>Per layer, the cross-attention keys/values of the corrupt run's image [1, H, P, Dh].</summary>
+    public CrossKeyValues[] CorruptKv { get; }
+    /// <summary>Noise mode: the noisy image embeddings of the corrupt run [1, P, Dv].</summary>
+    public Tensor? NoisyEmbeds { get; }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
         {
-            NoisyEmbeds.Dispose();
-            foreach (var kv in CorruptKv) kv.Dispose();
+            foreach (var t in CorruptResidPre) t.Dispose();
+            if (NoisyEmbeds is not null)
+            {
+                NoisyEmbeds.Dispose();
+                foreach (var kv in CorruptKv) kv.Dispose();
+            }
         }
+        base.Dispose(disposing);
     }
 }
