@@ -47,8 +47,8 @@ public sealed class CausalCorruptRun : IDisposable
 }
 
 /// <summary>A causal decoder's prepared sample: the corrupt run to restart from, and where input
-/// positions sit in the sequence.</summary>
-public abstract class CausalPreparedSample(
+/// positions sit in the sequence. A family adds what its plain path needs (LLaVA: the noisy features).</summary>
+public class CausalPreparedSample(
     PatchingInputs inputs, CorruptionMode mode, PromptIds ids, HookContext clean, Tensor cleanLogits, Tensor corruptLogits,
     CausalCorruptRun corrupt, SequenceLayout layout)
     : PreparedSample(inputs, mode, ids, clean, cleanLogits, corruptLogits)

@@ -60,7 +60,7 @@ public abstract class PatchingEngine<TSample> : IPatchingEngine where TSample : 
         span?.SetTag("notice.mode", mode.ToString().ToLowerInvariant());
         using var noGrad = torch.no_grad();
         using var scope = torch.NewDisposeScope();
-        return PrepareRuns(inputs, mode, PromptIds(inputs, mode));
+        return PrepareRuns(inputs, mode, ReadPromptIds(inputs, mode));
     }
 
     /// <summary>
@@ -71,7 +71,7 @@ public abstract class PatchingEngine<TSample> : IPatchingEngine where TSample : 
     protected abstract TSample PrepareRuns(PatchingInputs inputs, CorruptionMode mode, PromptIds ids);
 
     /// <summary>Prompt ids for the clean and corrupt runs, and how many positions can be patched.</summary>
-    private PromptIds PromptIds(PatchingInputs inputs, CorruptionMode mode)
+    private PromptIds ReadPromptIds(PatchingInputs inputs, CorruptionMode mode)
     {
         var clean = PromptTensor(inputs.CleanIds);
         int t = (int)clean.shape[1];
