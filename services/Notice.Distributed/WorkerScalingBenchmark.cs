@@ -1,3 +1,4 @@
+using Notice.Core.Families.Blip;
 using System.Diagnostics;
 using Notice.Core.Experiments;
 using Notice.Core.Patching;
@@ -31,7 +32,7 @@ public static class WorkerScalingBenchmark
             {
                 ModelDir = model, PairsPath = manifest,
                 Modes = [CorruptionMode.Image, CorruptionMode.Text],
-                Sites = [PatchSite.Mlp, PatchSite.Attn, PatchSite.Cross, PatchSite.AttnHeads, PatchSite.CrossHeads],
+                Sites = [BlipSites.Mlp, BlipSites.Attn, BlipSites.Cross, BlipSites.AttnHeads, BlipSites.CrossHeads],
             };
             var worker = ServiceProcess.ProgramPath(repoRoot, "Notice.Worker");
             var points = new List<ScalingPoint>();

@@ -30,7 +30,7 @@ public sealed class BlipParityTests(ITestOutputHelper output) : IClassFixture<Bl
         var mask = name == "batch_nomask" ? null : reference.Read($"{name}.attention_mask");
         int vl = _model.Config.Vision.NumHiddenLayers, tl = _model.Config.Text.NumHiddenLayers;
 
-        using var hooks = new HookContext().RecordWhere(n => n.EndsWith("resid_post") || n.EndsWith("pattern") || n.EndsWith(".embed"));
+        using var hooks = new HookContext().RecordWhere(n => HookName.IsResidPost(n, stack: null) || HookName.IsPattern(n, stack: null) || HookName.TryParse(n, out var p) && p.Point == "embed");
         var image = _model.EncodeImage(pixels, hooks);
         var kv = _model.TextEncoder.CrossKeysValues(image);
         var question = _model.EncodeQuestion(ids, mask, kv, hooks);
@@ -45,24 +45,24 @@ public sealed class BlipParityTests(ITestOutputHelper output) : IClassFixture<Bl
             worst.Add((refName, d));
             Assert.True(d <= Tolerance, $"{name}.{refName}: max abs difference {d:E3} > {Tolerance:E0}");
         }
-        Check("vision.hidden_states.0", hooks.Cache["vision.embed"]);
+        Check("vision.hidden_states.0", hooks.Cache[HookName.Embed(HookName.Vision)]);
         for (int l = 0; l < vl; l++)
         {
-            Check($"vision.hidden_states.{l + 1}", hooks.Cache[$"vision.blocks.{l}.resid_post"]);
-            Check($"vision.attn.{l}", hooks.Cache[$"vision.blocks.{l}.attn.pattern"]);
+            Check($"vision.hidden_states.{l + 1}", hooks.Cache[HookName.ResidPost(l, HookName.Vision)]);
+            Check($"vision.attn.{l}", hooks.Cache[HookName.AttnPattern(l, HookName.Vision)]);
         }
         Check("vision.last_hidden_state", image);
-        Check("text.hidden_states.0", hooks.Cache["text.embed"]);
+        Check("text.hidden_states.0", hooks.Cache[HookName.Embed()]);
         for (int l = 0; l < tl; l++)
         {
-            Check($"text.hidden_states.{l + 1}", hooks.Cache[$"text.blocks.{l}.resid_post"]);
-            Check($"text.self_attn.{l}", hooks.Cache[$"text.blocks.{l}.attn.pattern"]);
-            Check($"text.cross_attn.{l}", hooks.Cache[$"text.blocks.{l}.cross.pattern"]);
-            Check($"decoder.hidden_states.{l + 1}", hooks.Cache[$"decoder.blocks.{l}.resid_post"]);
-            Check($"decoder.self_attn.{l}", hooks.Cache[$"decoder.blocks.{l}.attn.pattern"]);
-            Check($"decoder.cross_attn.{l}", hooks.Cache[$"decoder.blocks.{l}.cross.pattern"]);
+            Check($"text.hidden_states.{l + 1}", hooks.Cache[HookName.ResidPost(l)]);
+            Check($"text.self_attn.{l}", hooks.Cache[HookName.AttnPattern(l)]);
+            Check($"text.cross_attn.{l}", hooks.Cache[HookName.CrossPattern(l)]);
+            Check($"decoder.hidden_states.{l + 1}", hooks.Cache[HookName.ResidPost(l, HookName.Decoder)]);
+            Check($"decoder.self_attn.{l}", hooks.Cache[HookName.AttnPattern(l, HookName.Decoder)]);
+            Check($"decoder.cross_attn.{l}", hooks.Cache[HookName.CrossPattern(l, HookName.Decoder)]);
         }
-        Check("decoder.hidden_states.0", hooks.Cache["decoder.embed"]);
+        Check("decoder.hidden_states.0", hooks.Cache[HookName.Embed(HookName.Decoder)]);
         Check("decoder.logits_step0", logits);
 
         var generated = _model.Generate(pixels, ids, mask);

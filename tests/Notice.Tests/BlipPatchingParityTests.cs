@@ -20,9 +20,9 @@ public sealed class BlipPatchingParityTests(ITestOutputHelper output)
 
     private static readonly (string Kind, PatchSite Whole, PatchSite? Heads)[] Kinds =
     [
-        ("output", PatchSite.Mlp, null),
-        ("attention_block", PatchSite.Attn, PatchSite.AttnHeads),
-        ("crossattention_block", PatchSite.Cross, PatchSite.CrossHeads),
+        ("output", BlipSites.Mlp, null),
+        ("attention_block", BlipSites.Attn, BlipSites.AttnHeads),
+        ("crossattention_block", BlipSites.Cross, BlipSites.CrossHeads),
     ];
 
     /// <summary>Inputs of a fixture key, taken from the three-row batch the original built.</summary>
@@ -165,7 +165,7 @@ public sealed class BlipPatchingParityTests(ITestOutputHelper output)
         using var b = engine.Prepare(inputs, CorruptionMode.Noise);
         Assert.Equal(a.Baseline, b.Baseline);
         Assert.NotEqual(a.Baseline.ProbClean, a.Baseline.ProbCorrupt);
-        var units = new[] { new PatchUnit(PatchSite.Cross, 0, -1, 3), new PatchUnit(PatchSite.CrossHeads, 1, 2, 4) };
+        var units = new[] { new PatchUnit(BlipSites.Cross, 0, -1, 3), new PatchUnit(BlipSites.CrossHeads, 1, 2, 4) };
         var fast = engine.Run(a, units);
         var plain = engine.RunPlain(a, units);
         for (int i = 0; i < units.Length; i++)

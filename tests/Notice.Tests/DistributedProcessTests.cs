@@ -24,7 +24,7 @@ public sealed class DistributedProcessTests : IDisposable
         ModelDir = Fixtures.BlipTiny,
         PairsPath = Path.Combine(Fixtures.BlipTiny, "pairs.jsonl"),
         Modes = [CorruptionMode.Image, CorruptionMode.Text],
-        Sites = [PatchSite.Mlp, PatchSite.Cross, PatchSite.AttnHeads, PatchSite.CrossHeads],
+        Sites = [BlipSites.Mlp, BlipSites.Cross, BlipSites.AttnHeads, BlipSites.CrossHeads],
         Patching = new PatchingOptions { BatchSize = 8 },
     };
 

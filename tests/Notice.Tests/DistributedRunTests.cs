@@ -32,7 +32,7 @@ public sealed class DistributedRunTests : IDisposable
         ModelDir = Fixtures.BlipTiny,
         PairsPath = pairs ?? Path.Combine(Fixtures.BlipTiny, "pairs.jsonl"),
         Modes = [CorruptionMode.Image, CorruptionMode.Text],
-        Sites = [PatchSite.Mlp, PatchSite.CrossHeads],
+        Sites = [BlipSites.Mlp, BlipSites.CrossHeads],
         Patching = new PatchingOptions { BatchSize = 16 },
     };
 

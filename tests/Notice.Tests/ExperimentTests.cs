@@ -94,7 +94,7 @@ public sealed class ExperimentTests : IDisposable
         var record = PairsManifest.Read(LlavaPairs, checkImages: false).First();
         var estimator = new UnitEstimator(llava);
         var shape = new LlavaFamily().Shape(Fixtures.LlavaTiny);
-        Assert.Equal(shape.Layers * shape.Heads, estimator.Units(record, PatchSite.AttnHeads));
+        Assert.Equal(shape.Layers * shape.Heads, estimator.Units(record, LlavaSites.AttnHeads));
     }
 
     [Fact]
@@ -180,7 +180,7 @@ public sealed class ExperimentTests : IDisposable
 
         private sealed class Backend(StandInFamily family, BlipVqa vqa, PatchingOptions options, string manifestPath) : PatchingBackend
         {
-            private readonly BlipPatchingEngine _engine = new(vqa.Model, options);
+            private readonly BlipPatchingEngine _engine = new(vqa.Model, options, family.Sites);
             public override ModelFamily Family => family;
             public override SampleEncoder Encoder { get; } = new BlipSampleEncoder(vqa, manifestPath);
             public override IPatchingEngine Engine => _engine;

@@ -34,7 +34,7 @@ public sealed class LlavaParityTests(ITestOutputHelper output)
         using var hooks = new HookContext().RecordWhere(n => true);
         // The whole tower, for its last layer too (LLaVA itself stops at the selected hidden state).
         _model.VisionTower.Forward(pixels, hooks);
-        var visionHooks = hooks.Cache.Keys.Where(k => k.StartsWith("vision.")).ToDictionary(k => k, k => hooks.Take(k));
+        var visionHooks = hooks.Cache.Keys.Where(k => HookName.TryParse(k, out var p) && p.Stack == HookName.Vision).ToDictionary(k => k, k => hooks.Take(k));
         var features = _model.ImageFeatures(pixels, hooks);
         var inputs = _model.MergeInputs(ids, mask, features, hooks);
         var lm = _model.LanguageModel.Model.Forward(inputs.InputsEmbeds, inputs.PositionIds, inputs.AttentionMask, hooks: hooks);
@@ -57,24 +57,24 @@ public sealed class LlavaParityTests(ITestOutputHelper output)
             worst.Add((refName, 0));
         }
 
-        Check("vision.hidden_states.0", visionHooks["vision.embed"]);
+        Check("vision.hidden_states.0", visionHooks[HookName.Embed(HookName.Vision)]);
         for (int l = 0; l < vl; l++)
         {
-            Check($"vision.hidden_states.{l + 1}", visionHooks[$"vision.blocks.{l}.resid_post"]);
-            Check($"vision.attn.{l}", visionHooks[$"vision.blocks.{l}.attn.pattern"]);
+            Check($"vision.hidden_states.{l + 1}", visionHooks[HookName.ResidPost(l, HookName.Vision)]);
+            Check($"vision.attn.{l}", visionHooks[HookName.AttnPattern(l, HookName.Vision)]);
         }
-        Check("image_features.selected", hooks.Cache["projector.in"]);
-        Check("image_features.projector_hidden", hooks.Cache["projector.hidden"]);
+        Check("image_features.selected", hooks.Cache[HookName.ProjectorIn]);
+        Check("image_features.projector_hidden", hooks.Cache[HookName.ProjectorHidden]);
         Check("image_features.projected", features);
         Check("lm.inputs_embeds", inputs.InputsEmbeds);
         CheckExact("lm.attention_mask", inputs.AttentionMask);
         CheckExact("lm.position_ids", inputs.PositionIds);
-        Check("lm.hidden_states.0", hooks.Cache["text.blocks.0.resid_pre"]);
+        Check("lm.hidden_states.0", hooks.Cache[HookName.ResidPre(0)]);
         for (int l = 0; l < tl; l++)
         {
             // transformers' last hidden state is the final-normed output; the others are raw layer outputs.
-            Check($"lm.hidden_states.{l + 1}", l == tl - 1 ? lm.LastHiddenState : hooks.Cache[$"text.blocks.{l}.resid_post"]);
-            Check($"lm.attn.{l}", hooks.Cache[$"text.blocks.{l}.attn.pattern"]);
+            Check($"lm.hidden_states.{l + 1}", l == tl - 1 ? lm.LastHiddenState : hooks.Cache[HookName.ResidPost(l)]);
+            Check($"lm.attn.{l}", hooks.Cache[HookName.AttnPattern(l)]);
         }
         Check("logits_last", logits);
 
@@ -91,18 +91,17 @@ public sealed class LlavaParityTests(ITestOutputHelper output)
         using var reference = SafeTensorsFile.Open(Path.Combine(Fixtures.LlavaTiny, "reference.safetensors"));
         using var scope = torch.NewDisposeScope();
         using var _ = torch.no_grad();
-        using var hooks = new HookContext().RecordWhere(n => n.StartsWith("text."));
+        using var hooks = new HookContext().RecordWhere(n => HookName.TryParse(n, out var p) && p.Stack == HookName.Text);
         _model.AnswerLogits(reference.Read("batch.pixel_values"), reference.Read("batch.input_ids"), reference.Read("batch.attention_mask"), hooks);
         var c = _model.Config.Text;
-        Assert.Equal(new long[] { 2, 38, c.HiddenSize }, hooks.Cache["text.embed"].shape);
+        Assert.Equal(new long[] { 2, 38, c.HiddenSize }, hooks.Cache[HookName.Embed()].shape);
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
-            string b = $"text.blocks.{l}";
-            Assert.Equal(new long[] { 2, 38, c.NumAttentionHeads, c.HeadDim }, hooks.Cache[$"{b}.attn.z"].shape);
-            Assert.Equal(new long[] { 2, c.NumAttentionHeads, 38, 38 }, hooks.Cache[$"{b}.attn.pattern"].shape);
+            Assert.Equal(new long[] { 2, 38, c.NumAttentionHeads, c.HeadDim }, hooks.Cache[HookName.AttnZ(l)].shape);
+            Assert.Equal(new long[] { 2, c.NumAttentionHeads, 38, 38 }, hooks.Cache[HookName.AttnPattern(l)].shape);
             // The residual stream: what enters a layer plus its attention and MLP outputs.
-            var sum = hooks.Cache[$"{b}.resid_pre"] + hooks.Cache[$"{b}.attn.out"] + hooks.Cache[$"{b}.mlp.out"];
-            Assert.True((sum - hooks.Cache[$"{b}.resid_post"]).abs().max().item<float>() < 1e-5);
+            var sum = hooks.Cache[HookName.ResidPre(l)] + hooks.Cache[HookName.AttnOut(l)] + hooks.Cache[HookName.MlpOut(l)];
+            Assert.True((sum - hooks.Cache[HookName.ResidPost(l)]).abs().max().item<float>() < 1e-5);
         }
     }
 
@@ -124,12 +123,12 @@ public sealed class LlavaParityTests(ITestOutputHelper output)
         var lm = _model.LanguageModel.Model;
         var features = _model.ImageFeatures(reference.Read($"{name}.pixel_values"));
         var inputs = _model.MergeInputs(reference.Read($"{name}.input_ids"), reference.Read($"{name}.attention_mask"), features);
-        using var hooks = new HookContext().Record($"text.blocks.{layer}.resid_pre");
+        using var hooks = new HookContext().Record(HookName.ResidPre(layer));
         var full = lm.Forward(inputs.InputsEmbeds, inputs.PositionIds, inputs.AttentionMask, hooks: hooks, useCache: true);
 
         long tm = inputs.PositionIds.shape[1], rest = tm - position;
         var past = full.Cache!.Select(kv => kv.Narrow(position)).ToList();
-        var hidden = hooks.Cache[$"text.blocks.{layer}.resid_pre"].narrow(1, position, rest);
+        var hidden = hooks.Cache[HookName.ResidPre(layer)].narrow(1, position, rest);
         var fast = lm.Forward(hidden, inputs.PositionIds.narrow(1, position, rest), inputs.AttentionMask, past, fromLayer: layer);
 
         double d = (fast.LastHiddenState - full.LastHiddenState.narrow(1, position, rest)).abs().max().item<float>();

@@ -157,7 +157,7 @@ public sealed class LlavaPatchingParityTests(ITestOutputHelper output) : IDispos
             worst = Math.Max(worst, Compare(f, $"{key}.attention_block.head{h}.lastpos.scores", Scores(backend, prepared, byDefault)));
         }
         // Restoring the last layer's raw output at the last position restores the answer exactly.
-        var restore = backend.Engine.Run(prepared, [new PatchUnit(PatchSite.LlavaLayer, backend.NumLayers - 1, -1, prepared.Positions - 1)]);
+        var restore = backend.Engine.Run(prepared, [new PatchUnit(LlavaSites.Layer, backend.NumLayers - 1, -1, prepared.Positions - 1)]);
         Assert.Equal(1.0, restore[0].Metrics.PatchingEffect, 1e-5);
         output.WriteLine($"{key}: corrected and lastpos tables, max abs difference {worst:E2}");
     }
@@ -253,8 +253,8 @@ public sealed class LlavaPatchingParityTests(ITestOutputHelper output) : IDispos
         Assert.NotEqual(a.Baseline.ProbClean, a.Baseline.ProbCorrupt);
         var units = new[]
         {
-            new PatchUnit(PatchSite.LlavaMlp, 0, -1, 3), new PatchUnit(PatchSite.LlavaAttn, 1, -1, 12),
-            new PatchUnit(PatchSite.AttnHeads, 2, 1, 20), new PatchUnit(PatchSite.LlavaLayer, 1, -1, 5),
+            new PatchUnit(LlavaSites.Mlp, 0, -1, 3), new PatchUnit(LlavaSites.Attn, 1, -1, 12),
+            new PatchUnit(BlipSites.AttnHeads, 2, 1, 20), new PatchUnit(LlavaSites.Layer, 1, -1, 5),
         };
         Assert.True(MaxDifference(backend.Engine.Run(a, units), backend.Engine.RunPlain(a, units)) <= 1e-4);
         // The noise is a multiple of the image features' own spread, from the seed alone.
@@ -275,7 +275,7 @@ public sealed class LlavaPatchingParityTests(ITestOutputHelper output) : IDispos
         var image = Assert.ThrowsAny<ArgumentException>(() =>
             backend.Plan(backend.Family.Site("mlp"), sample, prepared, Spec(new PositionSelection(PositionKind.List, [4]))));
         Assert.Contains("<image>", image.Message);
-        var direct = Assert.ThrowsAny<ArgumentException>(() => backend.Engine.Run(prepared, [new PatchUnit(PatchSite.LlavaMlp, 0, -1, 21)]));
+        var direct = Assert.ThrowsAny<ArgumentException>(() => backend.Engine.Run(prepared, [new PatchUnit(LlavaSites.Mlp, 0, -1, 21)]));
         Assert.Contains("position 21 is out of range", direct.Message);
         var cross = Assert.Throws<ArgumentException>(() => backend.Family.Site("cross"));
         Assert.Contains("layer, attn, mlp, heads:attn", cross.Message);

@@ -24,7 +24,7 @@ public sealed class LocalRunnerTests : IDisposable
     [Fact]
     public async Task WritesTablesWhoseValuesAreTheOriginals()
     {
-        var summary = await new LocalRunner().RunAsync(Spec(PatchSite.Mlp, PatchSite.CrossHeads), _out, null, CancellationToken.None);
+        var summary = await new LocalRunner().RunAsync(Spec(BlipSites.Mlp, BlipSites.CrossHeads), _out, null, CancellationToken.None);
         Assert.True(summary.Completed);
         var rows = ResultsTables.Read<ResultRow>(Path.Combine(_out, ResultsTables.ResultsCsv));
         // shapes: 9 positions x 2 layers x (1 + 4 heads); faces: 11 positions; two modes each.
@@ -65,13 +65,13 @@ public sealed class LocalRunnerTests : IDisposable
     {
         using var cancel = new CancellationTokenSource();
         var progress = new SyncProgress(p => { if (p.UnitsDone >= 20) cancel.Cancel(); });
-        var first = await new LocalRunner().RunAsync(Spec(PatchSite.Mlp, PatchSite.Cross), _out, progress, cancel.Token);
+        var first = await new LocalRunner().RunAsync(Spec(BlipSites.Mlp, BlipSites.Cross), _out, progress, cancel.Token);
         Assert.False(first.Completed);
         var partial = ResultsTables.Read<ResultRow>(Path.Combine(_out, ResultsTables.ResultsCsv));
         Assert.NotEmpty(partial);
         Assert.False(File.Exists(Path.Combine(_out, ResultsTables.ResultsParquet)));
 
-        var second = await new LocalRunner().RunAsync(Spec(PatchSite.Mlp, PatchSite.Cross), _out, null, CancellationToken.None);
+        var second = await new LocalRunner().RunAsync(Spec(BlipSites.Mlp, BlipSites.Cross), _out, null, CancellationToken.None);
         Assert.True(second.Completed);
         var rows = ResultsTables.Read<ResultRow>(Path.Combine(_out, ResultsTables.ResultsCsv));
         Assert.Equal(2 * (9 + 11) * 2 * 2, rows.Count);
@@ -84,7 +84,7 @@ public sealed class LocalRunnerTests : IDisposable
     [Fact]
     public async Task AHalfWrittenGroupIsDroppedOnResume()
     {
-        await new LocalRunner().RunAsync(Spec(PatchSite.Mlp), _out, null, CancellationToken.None);
+        await new LocalRunner().RunAsync(Spec(BlipSites.Mlp), _out, null, CancellationToken.None);
         var csv = Path.Combine(_out, ResultsTables.ResultsCsv);
         var full = ResultsTables.Read<ResultRow>(csv);
         // Simulate a crash while the last group was being written: its mark is gone, a line is cut.
@@ -93,7 +93,7 @@ public sealed class LocalRunnerTests : IDisposable
         File.WriteAllLines(completed, marks[..^1]);
         var text = File.ReadAllText(csv);
         File.WriteAllText(csv, text[..^15]);
-        var again = await new LocalRunner().RunAsync(Spec(PatchSite.Mlp), _out, null, CancellationToken.None);
+        var again = await new LocalRunner().RunAsync(Spec(BlipSites.Mlp), _out, null, CancellationToken.None);
         Assert.True(again.Completed);
         var rows = ResultsTables.Read<ResultRow>(csv);
         Assert.Equal(full.Count, rows.Count);
@@ -109,7 +109,7 @@ public sealed class LocalRunnerTests : IDisposable
         lines.Add(lines[0].Replace("shapes-circle-color", "broken").Replace("blue_circle_red_square.png", "missing.png"));
         File.WriteAllLines(pairs, lines);
         var outDir = Path.Combine(_out, "run");
-        var summary = await new LocalRunner().RunAsync(Spec(PatchSite.Mlp) with { PairsPath = pairs }, outDir, null, CancellationToken.None);
+        var summary = await new LocalRunner().RunAsync(Spec(BlipSites.Mlp) with { PairsPath = pairs }, outDir, null, CancellationToken.None);
         Assert.True(summary.Completed);
         var failures = ResultsTables.Read<FailureRow>(Path.Combine(outDir, ResultsTables.FailuresCsv));
         var failure = Assert.Single(failures);
@@ -122,7 +122,7 @@ public sealed class LocalRunnerTests : IDisposable
     public async Task LayersOutOfRangeAreRefusedBeforeAnythingRuns()
     {
         var e = await Assert.ThrowsAsync<ArgumentException>(() =>
-            new LocalRunner().RunAsync(Spec(PatchSite.Mlp) with { Layers = [0, 5] }, _out, null, CancellationToken.None));
+            new LocalRunner().RunAsync(Spec(BlipSites.Mlp) with { Layers = [0, 5] }, _out, null, CancellationToken.None));
         Assert.Contains("layer 5 is out of range", e.Message);
         Assert.False(File.Exists(Path.Combine(_out, ResultsTables.ResultsCsv)));
     }

@@ -1,3 +1,5 @@
+using Notice.Core.Families.Llava;
+using Notice.Core.Families.Blip;
 using System.Diagnostics;
 using Notice.Core.Patching;
 using Notice.Vlm.Llava;
@@ -60,7 +62,7 @@ public static class LlavaPatchingBenchmark
         var units = new List<PatchUnit>();
         for (int l = 0; l < config.Text.NumHiddenLayers; l++)
             for (int h = 0; h < config.Text.NumAttentionHeads; h++)
-                units.Add(new PatchUnit(PatchSite.AttnHeads, l, h, positions - 1));
+                units.Add(new PatchUnit(BlipSites.AttnHeads, l, h, positions - 1));
         return units;
     }
 

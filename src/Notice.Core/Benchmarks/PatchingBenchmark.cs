@@ -1,3 +1,4 @@
+using Notice.Core.Families.Blip;
 using System.Diagnostics;
 using Notice.Core.Patching;
 using Notice.Vlm.Blip;
@@ -69,7 +70,7 @@ public static class PatchingBenchmark
         for (int p = 0; p < positions; p++)
             for (int l = 0; l < config.Text.NumHiddenLayers; l++)
                 for (int h = 0; h < config.Text.NumAttentionHeads; h++)
-                    units.Add(new PatchUnit(PatchSite.CrossHeads, l, h, p));
+                    units.Add(new PatchUnit(BlipSites.CrossHeads, l, h, p));
         return units;
     }
 

@@ -13,7 +13,8 @@ public interface IPreparedSample : IDisposable
 /// Activation patching on one model: <see cref="Prepare"/> runs a sample's clean and corrupt passes
 /// once; <see cref="Run"/> is the fast path (cached runs, batched units); <see cref="RunPlain"/>
 /// recomputes everything per unit, as the original code does, and exists to check the fast path.
-/// Both return results in the order of the units given.
+/// Both return results in the order of the units given. Every family's engine is a
+/// <see cref="PatchingEngine{TSample}"/> (causal decoders: <see cref="CausalPatchingEngine{TSample}"/>).
 /// </summary>
 public interface IPatchingEngine : IDisposable
 {

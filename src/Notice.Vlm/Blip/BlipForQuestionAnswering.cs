@@ -24,7 +24,7 @@ public sealed class BlipForQuestionAnswering : nn.Module
     {
         Config = config;
         Vision = new BlipVisionModel(config.Vision);
-        TextEncoder = new BlipTextModel(config.Text, "text_encoder", "text");
+        TextEncoder = new BlipTextModel(config.Text, "text_encoder", HookName.Text);
         TextDecoder = new BlipTextDecoder(config.Text);
         register_module("vision_model", Vision);
         register_module("text_encoder", TextEncoder);
@@ -165,7 +165,7 @@ public sealed class BlipTextDecoder : nn.Module
 
     public BlipTextDecoder(BlipTextConfig c) : base("text_decoder")
     {
-        Bert = new BlipTextModel(c, "bert", "decoder");
+        Bert = new BlipTextModel(c, "bert", HookName.Decoder);
         _transform = nn.Linear(c.HiddenSize, c.HiddenSize);
         _transformNorm = nn.LayerNorm(c.HiddenSize, c.LayerNormEps);
         _decoder = nn.Linear(c.HiddenSize, c.VocabSize, hasBias: false);

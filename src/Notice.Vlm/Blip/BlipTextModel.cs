@@ -19,15 +19,18 @@ public sealed record CrossKeyValues(Tensor Keys, Tensor Values) : IDisposable
 /// <summary>
 /// BLIP's BERT (BlipTextModel without pooler): word + absolute position embeddings and LayerNorm,
 /// then layers of self-attention, cross-attention and MLP, each post-LN. Used twice in
-/// BlipForQuestionAnswering: as the question encoder ("text" hooks) over the image embeddings, and
-/// as the answer decoder ("decoder" hooks, causal) over the question embeddings.
+/// BlipForQuestionAnswering: as the question encoder (<see cref="HookName.Text"/> hooks) over the
+/// image embeddings, and as the answer decoder (<see cref="HookName.Decoder"/> hooks, causal) over the
+/// question embeddings.
 /// </summary>
 public sealed class BlipTextModel : nn.Module
 {
     private readonly BlipTextEmbeddings _embeddings;
     private readonly ModuleList<BlipTextLayer> _layers;
+    private readonly string _embedHook;
 
     public BlipTextConfig Config { get; }
+    /// <summary>The stack its hook points belong to (<see cref="HookName.Text"/> or <see cref="HookName.Decoder"/>).</summary>
     public string HookPrefix { get; }
     public int NumLayers => _layers.Count;
     public IReadOnlyList<BlipTextLayer> Layers => _layers.ToList();
@@ -36,6 +39,7 @@ public sealed class BlipTextModel : nn.Module
     {
         Config = config;
         HookPrefix = hookPrefix;
+        _embedHook = HookName.Embed(hookPrefix);
         _embeddings = new BlipTextEmbeddings(config);
         _layers = new ModuleList<BlipTextLayer>();
         for (int l = 0; l < config.NumHiddenLayers; l++) _layers.Add(new BlipTextLayer(config, l, hookPrefix));
@@ -43,9 +47,9 @@ public sealed class BlipTextModel : nn.Module
         register_module("encoder", new LayerContainer(_layers));
     }
 
-    /// <summary>Embeddings output [B, T, D] (hook point "{prefix}.embed").</summary>
+    /// <summary>Embeddings output [B, T, D] (hook point <see cref="HookName.Embed"/> of the stack).</summary>
     public Tensor Embed(Tensor inputIds, HookContext? hooks = null, long pastLength = 0) =>
-        hooks.At($"{HookPrefix}.embed", _embeddings.Forward(inputIds, pastLength));
+        hooks.At(_embedHook, _embeddings.Forward(inputIds, pastLength));
 
     /// <summary>Cross-attention keys and values of every layer for these encoder states.</summary>
     public CrossKeyValues[] CrossKeysValues(Tensor encoderStates) =>
@@ -117,7 +121,7 @@ public sealed class BlipTextAttention : nn.Module
     private readonly string _zHook;
     private readonly string _patternHook;
 
-    internal BlipTextAttention(BlipTextConfig c, bool isCross, string hookBase) : base("self")
+    internal BlipTextAttention(BlipTextConfig c, bool isCross, int layer, string stack) : base("self")
     {
         _heads = c.NumAttentionHeads;
         _headDim = c.HeadDim;
@@ -125,8 +129,8 @@ public sealed class BlipTextAttention : nn.Module
         _query = nn.Linear(c.HiddenSize, c.HiddenSize);
         _key = nn.Linear(kvIn, c.HiddenSize);
         _value = nn.Linear(kvIn, c.HiddenSize);
-        _zHook = hookBase + ".z";
-        _patternHook = hookBase + ".pattern";
+        _zHook = HookName.Block(layer, isCross ? BlockHook.CrossZ : BlockHook.AttnZ, stack);
+        _patternHook = HookName.Block(layer, isCross ? BlockHook.CrossPattern : BlockHook.AttnPattern, stack);
         register_module("query", _query);
         register_module("key", _key);
         register_module("value", _value);
@@ -160,12 +164,12 @@ public sealed class BlipTextAttentionBlock : nn.Module
 
     public BlipTextAttention Attention => _self;
 
-    internal BlipTextAttentionBlock(BlipTextConfig c, bool isCross, string name, string hookBase) : base(name)
+    internal BlipTextAttentionBlock(BlipTextConfig c, bool isCross, string name, int layer, string stack) : base(name)
     {
-        _self = new BlipTextAttention(c, isCross, hookBase);
+        _self = new BlipTextAttention(c, isCross, layer, stack);
         _dense = nn.Linear(c.HiddenSize, c.HiddenSize);
         _norm = nn.LayerNorm(c.HiddenSize, c.LayerNormEps);
-        _outHook = hookBase + ".out";
+        _outHook = HookName.Block(layer, isCross ? BlockHook.CrossOut : BlockHook.AttnOut, stack);
         register_module("self", _self);
         register_module("output", new OutputContainer(_dense, _norm));
     }
@@ -204,16 +208,15 @@ public sealed class BlipTextLayer : nn.Module
 
     internal BlipTextLayer(BlipTextConfig c, int layer, string hookPrefix) : base($"layer.{layer}")
     {
-        string b = $"{hookPrefix}.blocks.{layer}";
-        _attention = new BlipTextAttentionBlock(c, isCross: false, "attention", b + ".attn");
-        _cross = new BlipTextAttentionBlock(c, isCross: true, "crossattention", b + ".cross");
+        _attention = new BlipTextAttentionBlock(c, isCross: false, "attention", layer, hookPrefix);
+        _cross = new BlipTextAttentionBlock(c, isCross: true, "crossattention", layer, hookPrefix);
         _intermediate = nn.Linear(c.HiddenSize, c.IntermediateSize);
         _output = nn.Linear(c.IntermediateSize, c.HiddenSize);
         _outputNorm = nn.LayerNorm(c.HiddenSize, c.LayerNormEps);
         _act = c.HiddenAct;
-        _residPreHook = b + ".resid_pre";
-        _mlpHook = b + ".mlp.out";
-        _residPostHook = b + ".resid_post";
+        _residPreHook = HookName.ResidPre(layer, hookPrefix);
+        _mlpHook = HookName.MlpOut(layer, hookPrefix);
+        _residPostHook = HookName.ResidPost(layer, hookPrefix);
         register_module("attention", _attention);
         register_module("crossattention", _cross);
         register_module("intermediate", new DenseContainer("intermediate", _intermediate));

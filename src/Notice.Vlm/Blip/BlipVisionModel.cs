@@ -8,6 +8,7 @@ namespace Notice.Vlm.Blip;
 /// <summary>BLIP's ViT: patch embedding + CLS + learned positions, pre-LN blocks, final LayerNorm.</summary>
 public sealed class BlipVisionModel : nn.Module
 {
+    private static readonly string EmbedHook = HookName.Embed(HookName.Vision);
     private readonly BlipVisionEmbeddings _embeddings;
     private readonly ModuleList<VisionEncoderLayer<BlipVisionAttention>> _layers;
     private readonly LayerNorm _postLayerNorm;
@@ -33,7 +34,7 @@ public sealed class BlipVisionModel : nn.Module
     public Tensor Forward(Tensor pixelValues, HookContext? hooks = null)
     {
         var x = _embeddings.Forward(pixelValues);
-        x = hooks.At("vision.embed", x);
+        x = hooks.At(EmbedHook, x);
         foreach (var layer in _layers) x = layer.Forward(x, hooks);
         return _postLayerNorm.forward(x);
     }
@@ -90,7 +91,7 @@ internal sealed class BlipVisionAttention : nn.Module, IVisionAttention
         _scale = Math.Pow(_headDim, -0.5);
         _qkv = nn.Linear(c.HiddenSize, 3 * c.HiddenSize);
         _projection = nn.Linear(c.HiddenSize, c.HiddenSize);
-        _patternHook = $"vision.blocks.{layer}.attn.pattern";
+        _patternHook = HookName.AttnPattern(layer, HookName.Vision);
         register_module("qkv", _qkv);
         register_module("projection", _projection);
     }

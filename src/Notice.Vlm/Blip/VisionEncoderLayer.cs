@@ -33,7 +33,7 @@ internal sealed class VisionEncoderLayer<TAttention> : nn.Module where TAttentio
         _ln1 = nn.LayerNorm(hiddenSize, layerNormEps, device: device, dtype: dtype);
         _mlp = new VisionMlp(hiddenSize, intermediateSize, act, device, dtype);
         _ln2 = nn.LayerNorm(hiddenSize, layerNormEps, device: device, dtype: dtype);
-        _residHook = $"vision.blocks.{layer}.resid_post";
+        _residHook = HookName.ResidPost(layer, HookName.Vision);
         register_module("self_attn", _attn);
         register_module("layer_norm1", _ln1);
         register_module("mlp", _mlp);

@@ -17,6 +17,7 @@ namespace Notice.Vlm.Hooks;
 ///   text.embed (the merged sequence), text.blocks.{l}.* without cross (the language model;
 ///   .attn.pattern [B,H,T,S] over cached and new positions), text.final_norm (the final RMSNorm's
 ///   output: transformers' last hidden state)
+/// Code names hook points through <see cref="HookName"/>, never by typing them.
 /// </summary>
 public sealed class HookContext : IDisposable
 {

@@ -14,6 +14,7 @@ namespace Notice.Vlm.Llava;
 /// </summary>
 public sealed class ClipVisionTower : nn.Module
 {
+    private static readonly string EmbedHook = HookName.Embed(HookName.Vision);
     private readonly ClipVisionEmbeddings _embeddings;
     private readonly LayerNorm _preLayerNorm;
     private readonly ModuleList<VisionEncoderLayer<ClipAttention>> _layers;
@@ -41,7 +42,7 @@ public sealed class ClipVisionTower : nn.Module
     {
         int run = layers ?? _layers.Count;
         if (run < 0 || run > _layers.Count) throw new ArgumentOutOfRangeException(nameof(layers), $"the tower has {_layers.Count} layers");
-        var x = hooks.At("vision.embed", _preLayerNorm.forward(_embeddings.Forward(pixelValues)));
+        var x = hooks.At(EmbedHook, _preLayerNorm.forward(_embeddings.Forward(pixelValues)));
         for (int l = 0; l < run; l++) x = _layers[l].Forward(x, hooks);
         return x;
     }
@@ -109,7 +110,7 @@ internal sealed class ClipAttention : nn.Module, IVisionAttention
         _k = nn.Linear(c.HiddenSize, c.HiddenSize, device: at.Device, dtype: at.DType);
         _v = nn.Linear(c.HiddenSize, c.HiddenSize, device: at.Device, dtype: at.DType);
         _out = nn.Linear(c.HiddenSize, c.HiddenSize, device: at.Device, dtype: at.DType);
-        _patternHook = $"vision.blocks.{layer}.attn.pattern";
+        _patternHook = HookName.AttnPattern(layer, HookName.Vision);
         register_module("q_proj", _q);
         register_module("k_proj", _k);
         register_module("v_proj", _v);

@@ -21,6 +21,7 @@ public sealed record LlamaOutput(Tensor LastHiddenState, KeyValueCache[]? Cache)
 /// </summary>
 public sealed class LlamaModel : nn.Module
 {
+    private static readonly string FinalNormHook = HookName.FinalNorm(HookName.Text);
     private readonly Embedding _embedTokens;
     private readonly ModuleList<LlamaDecoderLayer> _layers;
     private readonly RmsNorm _norm;
@@ -78,7 +79,7 @@ public sealed class LlamaModel : nn.Module
             if (cache is not null) cache[l] = layerCache!;
             else layerCache?.Dispose();   // not wanted: free the keys/values now rather than at the end of the scope
         }
-        return new LlamaOutput(hooks.At("text.final_norm", _norm.Forward(x)), cache);
+        return new LlamaOutput(hooks.At(FinalNormHook, _norm.Forward(x)), cache);
     }
 
     /// <summary>
@@ -118,10 +119,9 @@ internal sealed class LlamaDecoderLayer : nn.Module
         _mlp = new LlamaMlp(c, at);
         _inputNorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, at);
         _postAttentionNorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, at);
-        string b = $"text.blocks.{layer}";
-        _residPreHook = b + ".resid_pre";
-        _mlpHook = b + ".mlp.out";
-        _residPostHook = b + ".resid_post";
+        _residPreHook = HookName.ResidPre(layer);
+        _mlpHook = HookName.MlpOut(layer);
+        _residPostHook = HookName.ResidPost(layer);
         register_module("self_attn", _attn);
         register_module("mlp", _mlp);
         register_module("input_layernorm", _inputNorm);

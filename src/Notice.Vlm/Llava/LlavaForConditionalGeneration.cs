@@ -28,6 +28,7 @@ public sealed record LlavaGeneration(long[][] NewIds, Tensor StepLogits) : IDisp
 /// </summary>
 public sealed class LlavaForConditionalGeneration : nn.Module
 {
+    private static readonly string EmbedHook = HookName.Embed(HookName.Text);
     public LlavaConfig Config { get; }
     public ClipVisionTower VisionTower { get; }
     public LlavaProjector Projector { get; }
@@ -146,7 +147,7 @@ public sealed class LlavaForConditionalGeneration : nn.Module
         }
         var mergedMask = torch.stack(masks);
         var positions = (mergedMask.cumsum(-1) - 1).masked_fill(mergedMask.eq(0), 1);
-        var merged = hooks.At("text.embed", torch.stack(embeds));
+        var merged = hooks.At(EmbedHook, torch.stack(embeds));
         return new LlavaInputs(merged.MoveToOuterDisposeScope(), mergedMask.MoveToOuterDisposeScope(), positions.MoveToOuterDisposeScope());
     }
 

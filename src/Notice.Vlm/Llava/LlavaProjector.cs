@@ -29,8 +29,8 @@ public sealed class LlavaProjector : nn.Module
     /// <summary>[B, N, Dv] vision features to [B, N, D] image features.</summary>
     public Tensor Forward(Tensor features, HookContext? hooks = null)
     {
-        var x = hooks.At("projector.in", features);
-        x = hooks.At("projector.hidden", Activations.Apply(_act, _linear1.forward(x)));
-        return hooks.At("projector.out", _linear2.forward(x));
+        var x = hooks.At(HookName.ProjectorIn, features);
+        x = hooks.At(HookName.ProjectorHidden, Activations.Apply(_act, _linear1.forward(x)));
+        return hooks.At(HookName.ProjectorOut, _linear2.forward(x));
     }
 }

@@ -24,16 +24,17 @@ public sealed class BlipAttentionProbe(BlipVqa vqa, string manifestPath) : IAtte
         using var noGrad = torch.no_grad();
         var sample = _encoder.Encode(record);
         var model = vqa.Model;
-        using var hooks = new HookContext().RecordWhere(n => n.StartsWith("text.blocks.", StringComparison.Ordinal) && n.EndsWith(".cross.pattern", StringComparison.Ordinal));
+        int layers = model.Config.Text.NumHiddenLayers;
+        var names = HookName.EveryLayer(BlockHook.CrossPattern, layers);
+        using var hooks = new HookContext().Record(names);
         var image = model.EncodeImage(sample.Inputs.CleanImage.Pixels);
         var kv = model.TextEncoder.CrossKeysValues(image);
         model.EncodeQuestion(sample.Inputs.CleanIds, null, kv, hooks);
         int position = sample.AnswerPosition >= 0 ? sample.AnswerPosition : sample.CleanTokens.Length - 2;
-        int layers = model.Config.Text.NumHiddenLayers;
         var patches = new double[layers][][];
         for (int l = 0; l < layers; l++)
         {
-            var pattern = hooks.Cache[$"text.blocks.{l}.cross.pattern"][0, .., position, 1..].to(ScalarType.Float64).cpu();   // [H, P], CLS left out
+            var pattern = hooks.Cache[names[l]][0, .., position, 1..].to(ScalarType.Float64).cpu();   // [H, P], CLS left out
             int h = (int)pattern.shape[0];
             patches[l] = Enumerable.Range(0, h).Select(i => PatchAttention.Normalise(pattern[i].data<double>().ToArray())).ToArray();
         }

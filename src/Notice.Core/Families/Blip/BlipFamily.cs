@@ -20,12 +20,11 @@ public sealed class BlipFamily : ModelFamily
     public override string AnswerLogitsName => "first_step_logits";
 
     /// <summary>BLIP's sites, in the paper's order (MLP, self-attention, cross-attention).</summary>
-    public override IReadOnlyList<PatchSite> Sites { get; } =
-        [PatchSite.Mlp, PatchSite.Attn, PatchSite.Cross, PatchSite.MlpOut, PatchSite.AttnHeads, PatchSite.CrossHeads];
+    public override IReadOnlyList<PatchSite> Sites => BlipSites.All;
 
     /// <summary>The paper's BLIP figures: the three module sites and both head sites.</summary>
     public override IReadOnlyList<PatchSite> DefaultSites { get; } =
-        [PatchSite.Mlp, PatchSite.Attn, PatchSite.Cross, PatchSite.AttnHeads, PatchSite.CrossHeads];
+        [BlipSites.Mlp, BlipSites.Attn, BlipSites.Cross, BlipSites.AttnHeads, BlipSites.CrossHeads];
 
     public override ModelShape Shape(string folder)
     {
@@ -60,7 +59,7 @@ public sealed class BlipFamily : ModelFamily
 public sealed class BlipBackend(BlipFamily family, BlipVqa vqa, PatchingOptions options, string manifestPath = "", Action<string>? warn = null)
     : PatchingBackend
 {
-    private readonly BlipPatchingEngine _engine = new(vqa.Model, options);
+    private readonly BlipPatchingEngine _engine = new(vqa.Model, options, family.Sites);
 
     public override ModelFamily Family => family;
     public override SampleEncoder Encoder { get; } = new BlipSampleEncoder(vqa, manifestPath) { Warn = warn };

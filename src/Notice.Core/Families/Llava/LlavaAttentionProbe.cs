@@ -26,15 +26,16 @@ public sealed class LlavaAttentionProbe(LlavaVqa vqa, string manifestPath) : IAt
         int features = model.Config.NumImageFeatures;
         bool withCls = model.Config.VisionFeatureSelectStrategy == "full";
         int grid = (int)Math.Round(Math.Sqrt(withCls ? features - 1 : features));
-        using var hooks = new HookContext().RecordWhere(n => n.StartsWith("text.blocks.", StringComparison.Ordinal) && n.EndsWith(".attn.pattern", StringComparison.Ordinal));
+        int layers = model.Config.Text.NumHiddenLayers;
+        var names = HookName.EveryLayer(BlockHook.AttnPattern, layers);
+        using var hooks = new HookContext().Record(names);
         model.AnswerLogits(sample.Inputs.CleanImage.Pixels, sample.Inputs.CleanIds, null, hooks);
         // The image features replace the <image> token: merged positions ImagePosition .. +features-1 (CLS first under "full").
         int first = sample.ImagePosition + (withCls ? 1 : 0);
-        int layers = model.Config.Text.NumHiddenLayers;
         var patches = new double[layers][][];
         for (int l = 0; l < layers; l++)
         {
-            var pattern = hooks.Cache[$"text.blocks.{l}.attn.pattern"];
+            var pattern = hooks.Cache[names[l]];   // [1, H, S, S]
             var toImage = pattern[0, .., -1, first..(first + grid * grid)].to(ScalarType.Float64).cpu();   // [H, P]
             int h = (int)toImage.shape[0];
             patches[l] = Enumerable.Range(0, h).Select(i => PatchAttention.Normalise(toImage[i].data<double>().ToArray())).ToArray();

@@ -22,7 +22,7 @@ public sealed class LlavaFamily : ModelFamily
     public override string AnswerLogitsName => "last_position_logits";
 
     /// <summary>LLaVA's sites; its head site is one head's slice of attn.z, before o_proj.</summary>
-    public override IReadOnlyList<PatchSite> Sites { get; } = [PatchSite.LlavaLayer, PatchSite.LlavaAttn, PatchSite.LlavaMlp, PatchSite.AttnHeads];
+    public override IReadOnlyList<PatchSite> Sites => LlavaSites.All;
 
     public override IReadOnlyList<PatchSite> DefaultSites => Sites;
 
@@ -65,7 +65,7 @@ public sealed class LlavaFamily : ModelFamily
 public sealed class LlavaBackend(LlavaFamily family, LlavaVqa vqa, PatchingOptions options, string manifestPath = "", Action<string>? warn = null)
     : PatchingBackend
 {
-    private readonly LlavaPatchingEngine _engine = new(vqa.Model, options);
+    private readonly LlavaPatchingEngine _engine = new(vqa.Model, options, family.Sites);
     private readonly CompatMode _compat = options.Compat;
 
     public override ModelFamily Family => family;

@@ -1,15 +1,8 @@
-namespace Notice.Core.Patching;
+using Notice.Vlm.Hooks;
 
-/// <summary>Where a unit's patch is written (<paramref name="Target"/>) and where its clean value is
-/// read (<paramref name="Source"/>): hook points of the patched layer, at the patched position.</summary>
-public sealed record PatchRoute(string Target, string Source)
-{
-    /// <summary>The target is a per-head hook point ([B, T, H, Dh]): a whole-module value is written as [H, Dh].</summary>
-    public bool TargetIsPerHead => Target.EndsWith(".z", StringComparison.Ordinal);
+using Notice.Core.Patching;
 
-    /// <summary>A site's own route: restore the site's output from the clean run's value of it.</summary>
-    public static PatchRoute Same(PatchSite site, int layer) => new(site.Hook(layer), site.Hook(layer));
-}
+namespace Notice.Core.Families.Llava;
 
 /// <summary>
 /// Every quirk of the original NOTICE LLaVA code that `--compat original` reproduces, in one place
@@ -39,14 +32,14 @@ public static class LlavaOriginalCompat
     /// <summary>The original's value source for module sites at <paramref name="layer"/>:
     /// hidden_states[layer + 1], final-normed for the last layer (items 1 and 2).</summary>
     public static string HiddenState(int layer, int numLayers) =>
-        layer == numLayers - 1 ? "text.final_norm" : $"text.blocks.{layer}.resid_post";
+        layer == numLayers - 1 ? HookName.FinalNorm() : HookName.ResidPost(layer);
 
     /// <summary>The original's route of a unit (items 1 and 2). The attention site is written before
     /// o_proj, as the original hooks the attention module's output there.</summary>
     public static PatchRoute Route(PatchSite site, int layer, int numLayers)
     {
         if (site.PerHead) return PatchRoute.Same(site, layer);
-        var target = site == PatchSite.LlavaAttn ? $"text.blocks.{layer}.attn.z" : site.Hook(layer);
+        var target = site == LlavaSites.Attn ? HookName.AttnZ(layer) : site.Hook(layer);
         return new PatchRoute(target, HiddenState(layer, numLayers));
     }
 
