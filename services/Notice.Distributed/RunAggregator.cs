@@ -32,7 +32,8 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
     public string OutDir => outDir;
     public bool Complete { get; private set; }
 
-    /// <summary>Called with the results folder once the run is complete.</summary>
+    /// <summary>Called with the results folder once every shard is done or dead, before the run is marked
+    /// complete (the aggregator writes the report here, so whoever sees "complete" finds it).</summary>
     public Func<string, Task>? OnComplete { get; init; }
     public Action<string>? Log { get; init; }
 
