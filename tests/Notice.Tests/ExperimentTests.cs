@@ -150,6 +150,14 @@ public sealed class ExperimentTests : IDisposable
         Assert.Equal(2 * (shape.Layers + shape.Layers * shape.Heads), rows.Count);
         Assert.All(rows, r => Assert.Equal("exact", r.Method));
         Assert.Contains(rows, r => Math.Abs(r.LogitDiff) > 1e-6);
+
+        // Every metric has its column in the results and its entry in the report.
+        var header = File.ReadLines(Path.Combine(outDir, ResultsTables.ResultsCsv)).First().Split(',');
+        Assert.Equal([.. ResultRow.IdentityColumns, .. Metrics.All.Select(m => m.Name)], header);
+        var files = await Notice.Core.Analysis.ReportWriter.WriteAsync(outDir, Path.Combine(outDir, "analysis"));
+        var html = File.ReadAllText(files.Report);
+        Assert.Contains("metric-means", html);
+        Assert.All(Metrics.All, m => Assert.Contains($"<th>{m.Name}</th>", html));
     }
 
     /// <summary>A third family, all of it here: it recognises its own architecture name, names its own

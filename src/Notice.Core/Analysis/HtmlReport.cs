@@ -37,6 +37,7 @@ public static class HtmlReport
             .AppendLine($"<p>From <code>{E(folder.Directory)}</code>. {Overview(folder)}</p>");
 
         UniversalSection(html, tables, sets);
+        MetricSection(html, folder);
         BaselineSection(html, baselines);
         foreach (var section in figures.GroupBy(f => f.Section))
         {
@@ -59,6 +60,22 @@ public static class HtmlReport
         return $"{r.Count} patched units from {r.Select(x => x.Sample).Distinct().Count()} samples; " +
                $"models: {Names(r.Select(x => x.Model))}; tasks: {Names(r.Select(x => x.Task))}; " +
                $"modes: {Names(r.Select(x => x.Mode), AnalysisOrder.Mode)}; sites: {Names(r.Select(x => x.Site), AnalysisOrder.Site)}.";
+    }
+
+    /// <summary>Every metric of <see cref="Patching.Metrics.All"/>, averaged per (model, task, mode, site,
+    /// method): a new metric shows here with nothing else to change.</summary>
+    private static void MetricSection(StringBuilder html, ResultsFolder folder)
+    {
+        var metrics = Patching.Metrics.All;
+        html.AppendLine("<h2>Metrics</h2>").AppendLine("<p class=\"note\">" +
+            E(string.Join("; ", metrics.Select(m => $"{m.Name}: {m.Description}"))) + ". Means over every unit of a table.</p>");
+        var groups = folder.Results.GroupBy(r => (r.Model, r.Task, r.Mode, r.Site, r.Method))
+            .OrderBy(g => g.Key.Model, StringComparer.Ordinal).ThenBy(g => g.Key.Task, StringComparer.Ordinal)
+            .ThenBy(g => AnalysisOrder.Mode(g.Key.Mode)).ThenBy(g => AnalysisOrder.Site(g.Key.Site)).ThenBy(g => g.Key.Method, StringComparer.Ordinal);
+        Table(html, ["model", "task", "mode", "site", "method", "units", .. metrics.Select(m => m.Name)],
+            groups.Select(g => new[] { E(g.Key.Model), E(g.Key.Task), E(g.Key.Mode), E(g.Key.Site), E(g.Key.Method), g.Count().ToString(CultureInfo.InvariantCulture) }
+                .Concat(metrics.Select(m => g.Select(r => (double)r[m]).Where(double.IsFinite).DefaultIfEmpty(double.NaN).Average().ToString("G4", CultureInfo.InvariantCulture))).ToArray()),
+            cssClass: "metric-means");
     }
 
     private static void UniversalSection(StringBuilder html, IReadOnlyList<HeadTable> tables, IReadOnlyList<UniversalHeadSet> sets)
