@@ -11,6 +11,7 @@ public sealed class ServiceProcess : IDisposable
 
     public string Output { get { lock (_output) return _output.ToString(); } }
     public bool HasExited => _process.HasExited;
+    public int ExitCode => _process.ExitCode;
     public int Id => _process.Id;
 
     /// <summary>The service's built program under <paramref name="repoRoot"/>, in the same configuration
