@@ -74,7 +74,7 @@ public static class Extensions
 
     /// <summary>/health (every check) and /alive (liveness only) for web services, in Development
     /// only, as the Aspire template maps them: health endpoints on a service reachable from other
-    /// machines tell anyone what runs there (the AppHost runs its services in Development).</summary>
+    /// machines tell anyone what runs there (nothing in Notice depends on them).</summary>
     public static WebApplication MapDefaultEndpoints(this WebApplication app)
     {
         if (app.Environment.IsDevelopment())
