@@ -29,7 +29,8 @@ public static class TorchDevices
             return "not a device name (cpu, cuda, cuda:N)";
         if (Build != "cuda")
             return "this build of Notice uses TorchSharp-cpu (build with -p:NoticeTorch=cuda on a machine with CUDA)";
-        if (!torch.cuda.is_available()) return "no CUDA device is visible";
+        var visible = Environment.GetEnvironmentVariable("CUDA_VISIBLE_DEVICES");
+        if (!torch.cuda.is_available()) return "no CUDA device is visible" + (visible is null ? "" : $" (CUDA_VISIBLE_DEVICES={visible})");
         int count = torch.cuda.device_count();
         if (index >= count) return $"only {count} CUDA device{(count == 1 ? " is" : "s are")} visible (cuda:0{(count > 1 ? $" to cuda:{count - 1}" : "")})";
         return null;
