@@ -67,7 +67,7 @@ public sealed class OutputSafetyTests : IDisposable
         File.WriteAllText(report, "my report");
 
         var e = await Assert.ThrowsAsync<OutputExistsException>(() => ReportWriter.WriteAsync(results, outDir));
-        Assert.Contains("report.html exists and notice analyze did not write it (--force replaces them)", e.Message);
+        Assert.Contains("report.html exists and notice analyze did not write it (--force replaces it)", e.Message);
         Assert.Equal(2, await Cli(AnalyzeCommand.Create(), "analyze", "--results", results, "--out", outDir));
         Assert.Equal("my report", File.ReadAllText(report));
         Assert.False(Directory.Exists(Path.Combine(outDir, ReportWriter.FiguresFolder)));

@@ -109,7 +109,7 @@ public static class ReportWriter
             var foreign = targets.Where(t => !_listed.Contains(t) && (File.Exists(Full(t)) || Directory.Exists(Full(t)))).ToList();
             if (foreign.Count == 0) return;
             var names = string.Join(", ", foreign.Take(3)) + (foreign.Count > 3 ? $" and {foreign.Count - 3} more" : "");
-            throw new OutputExistsException($"{Path.GetFullPath(outDir)}: {names} exist{(foreign.Count == 1 ? "s" : "")} and notice analyze did not write {(foreign.Count == 1 ? "it" : "them")} (--force replaces them)");
+            throw new OutputExistsException($"{Path.GetFullPath(outDir)}: {names} exist{(foreign.Count == 1 ? "s" : "")} and notice analyze did not write {(foreign.Count == 1 ? "it (--force replaces it)" : "them (--force replaces them)")}");
         }
 
         /// <summary>Lists the targets before writing them, so a file written by an interrupted analysis is still ours.</summary>
