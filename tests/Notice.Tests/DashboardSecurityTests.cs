@@ -91,4 +91,21 @@ public sealed class DashboardSecurityTests : IDisposable
         Assert.Empty(violations);
         Assert.False(aggregator.HasExited, aggregator.Output);
     }
+
+    [Fact]
+    public async Task AnAggregatorThatCannotReadItsRunExitsWithOneLine()
+    {
+        using var redis = _redis.Connect();
+        await redis.GetDatabase().StringSetAsync(new RedisKeys("broken").Spec, new byte[] { 0xc1, 0x67, 0x61, 0x72 });
+        var env = new Dictionary<string, string>
+        {
+            ["ConnectionStrings__redis"] = _redis.ConnectionString, ["Notice__Run"] = "broken", ["Notice__Out"] = Path.Combine(_dir, "broken"),
+            ["ASPNETCORE_URLS"] = $"http://127.0.0.1:{LocalRedisServer.FreePort()}",
+        };
+        using var aggregator = new ServiceProcess(ServiceProcess.ProgramPath(Fixtures.Root, "Notice.Aggregator"), env);
+        await aggregator.WaitForExitAsync(TimeSpan.FromSeconds(60));
+        Assert.NotEqual(0, aggregator.ExitCode);
+        var errors = aggregator.Output.Split('\n').Select(l => l.TrimEnd('\r')).Where(l => l.Contains("error", StringComparison.OrdinalIgnoreCase) || l.StartsWith("fail:") || l.Contains("   at ")).ToList();
+        Assert.Equal(["error: aggregator: run broken: not a RunSpecMessage"], errors.Select(l => l[..Math.Min(l.Length, "error: aggregator: run broken: not a RunSpecMessage".Length)]));
+    }
 }
