@@ -183,6 +183,17 @@ public sealed class StreamHostileInputTests : IDisposable
     }
 
     [Fact]
+    public async Task AWorkerThatCannotReadItsRunFailsWithTheReason()
+    {
+        using var redis = _redis.Connect();
+        await redis.GetDatabase().StringSetAsync(new RedisKeys("broken").Spec, Wire.Write(AShard));
+        var e = await Assert.ThrowsAsync<InvalidDataException>(() =>
+            new WorkerLoop(redis, Worker("broken", "w")).RunAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.StartsWith("not a RunSpecMessage", e.Message);
+        Assert.True(Notice.Core.InputErrors.IsInputError(e));   // WorkerService prints it as its one line
+    }
+
+    [Fact]
     public async Task AWorkerOnAnUnusableDeviceFailsAtStartInOneLine()
     {
         string reason = TorchDevices.Build == "cpu"
