@@ -72,11 +72,16 @@ public static class Extensions
         return builder;
     }
 
-    /// <summary>/health (every check) and /alive (liveness only) for web services.</summary>
+    /// <summary>/health (every check) and /alive (liveness only) for web services, in Development
+    /// only, as the Aspire template maps them: health endpoints on a service reachable from other
+    /// machines tell anyone what runs there (nothing in Notice depends on them).</summary>
     public static WebApplication MapDefaultEndpoints(this WebApplication app)
     {
-        app.MapHealthChecks(HealthEndpointPath);
-        app.MapHealthChecks(AlivenessEndpointPath, new HealthCheckOptions { Predicate = r => r.Tags.Contains("live") });
+        if (app.Environment.IsDevelopment())
+        {
+            app.MapHealthChecks(HealthEndpointPath);
+            app.MapHealthChecks(AlivenessEndpointPath, new HealthCheckOptions { Predicate = r => r.Tags.Contains("live") });
+        }
         return app;
     }
 }

@@ -4,7 +4,7 @@ using StackExchange.Redis;
 
 namespace Notice.Aggregator;
 
-public sealed class AggregatorService(IConnectionMultiplexer redis, NoticeServiceOptions options, ILogger<AggregatorService> log) : BackgroundService
+public sealed class AggregatorService(IConnectionMultiplexer redis, NoticeServiceOptions options, IHostApplicationLifetime lifetime, ILogger<AggregatorService> log) : BackgroundService
 {
     public RunAggregator Aggregator { get; } = new(redis, options.Run, string.IsNullOrWhiteSpace(options.Out) ? Path.Combine("runs", options.Run) : options.Out)
     {
@@ -27,6 +27,14 @@ public sealed class AggregatorService(IConnectionMultiplexer redis, NoticeServic
         var gauges = Gauges.RunAsync(TimeSpan.FromSeconds(2), stop);
         try { await Aggregator.RunAsync(stop); }
         catch (OperationCanceledException) when (stop.IsCancellationRequested) { }
+        catch (Exception e) when (Notice.Core.InputErrors.IsInputError(e))
+        {
+            // A run it cannot read (a malformed spec in Redis): one line, as the workers say theirs, and a non-zero exit.
+            Console.Error.WriteLine($"error: aggregator: run {options.Run}: {e.Message}");
+            Environment.ExitCode = 1;
+            lifetime.StopApplication();
+            return;
+        }
         // The gauges keep reporting (queue empty, workers gone) while the dashboard stays up.
         await gauges;
     }

@@ -1,4 +1,3 @@
-using MessagePack;
 using Notice.Core.Analysis;
 using Notice.Distributed;
 using StackExchange.Redis;
@@ -11,18 +10,26 @@ namespace Notice.Aggregator;
 /// </summary>
 public static class Dashboard
 {
-    private sealed record WorkerView(string Worker, string Device, string Host, double UnitsPerSecond, long UnitsDone, DateTime LastSeenUtc, double SecondsAgo, bool Alive);
     private sealed record FigureView(string Id, string Title, int Width, int Height);
+
+    /// <summary>No inline script or style, nothing from elsewhere: what the page shows of the run
+    /// (worker names, hosts, titles) can never run as script.</summary>
+    public const string ContentSecurityPolicy =
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
     public static void MapDashboard(this WebApplication app)
     {
-        app.MapGet("/", () => Results.Content(Page, "text/html; charset=utf-8"));
-        app.MapGet("/api/status", async (AggregatorService s) =>
+        app.Use(async (context, next) =>
         {
-            var status = s.Aggregator.Status();
-            var (depth, pending, alive) = s.Gauges.Current;
-            return Results.Json(new { run = status, queue = new { depth, pending, workersAlive = alive }, workers = await WorkersAsync(s), figures = (await Figures(s)).Select(f => new FigureView(f.Id, f.Title, f.Figure.Width, f.Figure.Height)) });
+            context.Response.Headers.ContentSecurityPolicy = ContentSecurityPolicy;
+            context.Response.Headers.XContentTypeOptions = "nosniff";
+            context.Response.Headers["Referrer-Policy"] = "no-referrer";
+            await next(context);
         });
+        app.MapGet("/", () => Results.Content(Page, "text/html; charset=utf-8"));
+        app.MapGet("/dashboard.js", () => Results.Content(Script, "text/javascript; charset=utf-8"));
+        app.MapGet("/dashboard.css", () => Results.Content(Style, "text/css; charset=utf-8"));
+        app.MapGet("/api/status", async (AggregatorService s) => Results.Json(await StatusAsync(s)));
         app.MapGet("/api/figures/{id}.png", async (string id, AggregatorService s) =>
         {
             var figure = (await Figures(s)).FirstOrDefault(f => f.Id == id);
@@ -30,18 +37,14 @@ public static class Dashboard
         });
     }
 
-    private static async Task<List<WorkerView>> WorkersAsync(AggregatorService s)
+    /// <summary>The /api/status answer. Malformed heartbeats are skipped and counted in badHeartbeats.</summary>
+    public static async Task<object> StatusAsync(AggregatorService s)
     {
-        var keys = new RedisKeys(s.Aggregator.RunId);
-        var db = s.Redis.GetDatabase();
-        var views = new List<WorkerView>();
-        foreach (var entry in await db.HashGetAllAsync(keys.Workers))
-        {
-            var h = MessagePackSerializer.Deserialize<HeartbeatMessage>((byte[])entry.Value!);
-            bool alive = await db.KeyExistsAsync(keys.Worker(h.Worker));
-            views.Add(new WorkerView(h.Worker, h.Device, h.Host, h.UnitsPerSecond, h.UnitsDone, h.LastSeenUtc, (DateTime.UtcNow - h.LastSeenUtc).TotalSeconds, alive));
-        }
-        return views.OrderBy(w => w.Worker, StringComparer.Ordinal).ToList();
+        var status = s.Aggregator.Status();
+        var (depth, pending, alive) = s.Gauges.Current;
+        var (workers, bad) = await WorkerHeartbeats.ReadAsync(s.Redis.GetDatabase(), new RedisKeys(s.Aggregator.RunId));
+        var figures = (await Figures(s)).Select(f => new FigureView(f.Id, f.Title, f.Figure.Width, f.Figure.Height));
+        return new { run = status, queue = new { depth, pending, workersAlive = alive }, workers, badHeartbeats = bad, figures };
     }
 
     private static readonly SemaphoreSlim FigureLock = new(1, 1);
@@ -73,7 +76,21 @@ public static class Dashboard
     private const string Page = """
         <!doctype html>
         <html lang="en"><head><meta charset="utf-8"><title>Notice: live run</title>
-        <style>
+        <link rel="stylesheet" href="dashboard.css">
+        <script src="dashboard.js" defer></script></head>
+        <body>
+        <h1>Notice run <span id="run"></span> <span id="state"></span></h1>
+        <div class="bar"><div class="fill" id="fill"></div></div>
+        <p id="progress">waiting for the run…</p>
+        <h2>Workers</h2>
+        <table><thead><tr><th>worker</th><th>device</th><th>host</th><th>units done</th><th>units/s</th><th>last seen</th><th>state</th></tr></thead><tbody id="workers"></tbody></table>
+        <p id="bad-heartbeats"></p>
+        <h2>Heatmaps (filling in as results arrive)</h2>
+        <div class="figs" id="figs"></div>
+        </body></html>
+        """;
+
+    private const string Style = """
           body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }
           h1 { font-size: 1.4rem; } h2 { font-size: 1.1rem; margin-top: 1.5rem; }
           .bar { width: 100%; max-width: 640px; height: 22px; background: #eee; border-radius: 4px; overflow: hidden; }
@@ -81,16 +98,10 @@ public static class Dashboard
           table { border-collapse: collapse; } td, th { padding: .2rem .7rem; border-bottom: 1px solid #ddd; text-align: left; }
           .figs { display: flex; flex-wrap: wrap; gap: 1rem; } .figs figure { margin: 0; } .figs img { max-width: 520px; border: 1px solid #ddd; }
           #state.done { color: #1a7f37; font-weight: bold; }
-        </style></head>
-        <body>
-        <h1>Notice run <span id="run"></span> <span id="state"></span></h1>
-        <div class="bar"><div class="fill" id="fill"></div></div>
-        <p id="progress">waiting for the run…</p>
-        <h2>Workers</h2>
-        <table><thead><tr><th>worker</th><th>device</th><th>host</th><th>units done</th><th>units/s</th><th>last seen</th><th>state</th></tr></thead><tbody id="workers"></tbody></table>
-        <h2>Heatmaps (filling in as results arrive)</h2>
-        <div class="figs" id="figs"></div>
-        <script>
+        """;
+
+    /// <summary>The page's script: everything from the run is inserted as text (textContent), never as HTML.</summary>
+    private const string Script = """
         const shown = {};
         async function tick() {
           try {
@@ -104,8 +115,15 @@ public static class Dashboard
               `${pct.toFixed(1)}%: ${run.unitsDone} done, ${run.unitsFailed} failed of ${total} units; ${run.shardsDone + run.shardsDead}/${run.shardsTotal} shards; ${run.unitsPerSecond.toFixed(1)} units/s; ETA ${eta}; queue: ${s.queue.depth} waiting, ${s.queue.pending} running; ${s.queue.workersAlive} workers alive`;
             const state = document.getElementById('state');
             state.textContent = run.complete ? 'complete' : 'running'; state.className = run.complete ? 'done' : '';
-            document.getElementById('workers').innerHTML = s.workers.map(w =>
-              `<tr><td>${w.worker}</td><td>${w.device}</td><td>${w.host}</td><td>${w.unitsDone}</td><td>${w.unitsPerSecond.toFixed(1)}</td><td>${w.secondsAgo.toFixed(0)} s ago</td><td>${w.alive ? 'alive' : 'stopped'}</td></tr>`).join('');
+            const rows = s.workers.map(w => {
+              const tr = document.createElement('tr');
+              for (const text of [w.worker, w.device, w.host, String(w.unitsDone), w.unitsPerSecond.toFixed(1), w.secondsAgo.toFixed(0) + ' s ago', w.alive ? 'alive' : 'stopped']) {
+                const td = document.createElement('td'); td.textContent = text; tr.appendChild(td);
+              }
+              return tr;
+            });
+            document.getElementById('workers').replaceChildren(...rows);
+            document.getElementById('bad-heartbeats').textContent = s.badHeartbeats ? `${s.badHeartbeats} malformed heartbeats skipped` : '';
             const figs = document.getElementById('figs');
             for (const f of s.figures) {
               let img = shown[f.id];
@@ -120,8 +138,6 @@ public static class Dashboard
           } catch (e) { document.getElementById('progress').textContent = 'cannot reach the aggregator: ' + e; }
           setTimeout(tick, 1000);
         }
-        tick();
-        </script>
-        </body></html>
+        document.addEventListener('DOMContentLoaded', tick);
         """;
 }

@@ -27,6 +27,9 @@ public sealed class RedisKeys(string runId)
     /// <summary>STREAM of DeadLetterMessage, and the SET of dead shard ids.</summary>
     public string Dead => $"{P}:dead";
     public string DeadSet => $"{P}:deadset";
+    /// <summary>SET of the malformed work and results entries already dead-lettered ("malformed entry|result {id}"),
+    /// apart from DeadSet, which holds planned shards only (workers count it to know the run is finished).</summary>
+    public string Malformed => $"{P}:malformed";
     /// <summary>HASH shard id -> failed attempts.</summary>
     public string Failures => $"{P}:failures";
     /// <summary>HASH of the run's state as the aggregator sees it (units done, failed, total, complete, report).</summary>

@@ -56,22 +56,29 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
     {
         await _db.EnsureGroupAsync(_keys.Results, RedisKeys.AggregatorGroup);
         foreach (var e in await _db.StreamRangeAsync(_keys.Results, "-", "+"))
-            if (Decode(e) is { } r) Apply(r);
+            if (await DecodeAsync(e) is { } r) Apply(r);
         await PollDeadAsync();
         var status = await _db.HashGetAsync(_keys.Status, "complete");
         if (status == "1") Complete = true;
     }
 
     /// <summary>A results entry, or null for a malformed one (moved to the dead-letter stream with the reason, once).</summary>
-    private ShardResultMessage? Decode(StreamEntry e)
+    private async Task<ShardResultMessage?> DecodeAsync(StreamEntry e)
     {
-        try { return Wire.Read<ShardResultMessage>(e); }
+        try
+        {
+            var r = Wire.Read<ShardResultMessage>(e);
+            if (string.IsNullOrEmpty(r.ShardId) || r.Rows is null || r.Rows.Any(row => row is null))
+                throw new InvalidDataException("a ShardResultMessage without its shard id or rows");
+            // Only a shard of the plan counts towards the run (a stray entry must not complete it early).
+            if (!await _db.SetContainsAsync(_keys.Planned, r.ShardId)) throw new InvalidDataException($"shard '{r.ShardId}' is not planned in run {runId}");
+            return r;
+        }
         catch (InvalidDataException ex)
         {
             var id = $"malformed result {e.Id}";
             var message = new DeadLetterMessage { ShardId = id, Error = $"malformed results entry {e.Id}: {ex.Message}", Attempts = 1, Worker = consumer };
-            _db.AppendOnceAsync(_keys.DeadSet, _keys.Dead, id, Wire.Write(message)).GetAwaiter().GetResult();
-            Log?.Invoke(message.Error);
+            if (await _db.AppendOnceAsync(_keys.Malformed, _keys.Dead, id, Wire.Write(message))) Log?.Invoke(message.Error);
             return null;
         }
     }
@@ -86,7 +93,7 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
             foreach (var e in entries)
             {
                 if (e.IsNull) continue;
-                if (Decode(e) is { } r && Apply(r)) applied++;
+                if (await DecodeAsync(e) is { } r && Apply(r)) applied++;
             }
             if (entries.Length > 0) await _db.StreamAcknowledgeAsync(_keys.Results, RedisKeys.AggregatorGroup, entries.Select(e => e.Id).ToArray());
         }
@@ -103,9 +110,18 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
         {
             _deadCursor = e.Id;
             DeadLetterMessage d;
-            try { d = Wire.Read<DeadLetterMessage>(e); }
+            try
+            {
+                d = Wire.Read<DeadLetterMessage>(e);
+                if (string.IsNullOrEmpty(d.ShardId)) throw new InvalidDataException("a DeadLetterMessage without its shard id");
+                d.SampleId ??= ""; d.Mode ??= ""; d.Site ??= ""; d.Error ??= ""; d.Worker ??= "";
+                if (d.ShardId.StartsWith("malformed ", StringComparison.Ordinal)) d.Units = 0;   // no units of the plan
+                else if (d.Units < 0 || !await _db.SetContainsAsync(_keys.Planned, d.ShardId))
+                    throw new InvalidDataException($"shard '{d.ShardId}' is not planned in run {runId}");
+            }
             catch (InvalidDataException ex)
             {
+                // Nothing to move it to: it is in the dead-letter stream already. Skipped, and said once.
                 Log?.Invoke($"skipped a malformed dead-letter entry {e.Id}: {ex.Message}");
                 continue;
             }

@@ -37,8 +37,9 @@ public sealed class RunGauges
         }
         catch (RedisServerException) { }   // no stream yet: the coordinator has not planned the run
         long alive = 0;
+        // Alive: the expiring key holds that worker's heartbeat (as the dashboard counts it; garbage is no worker).
         foreach (var worker in await _db.HashKeysAsync(_keys.Workers))
-            if (await _db.KeyExistsAsync(_keys.Worker(worker!))) alive++;
+            if (WorkerHeartbeats.Decode(await _db.StringGetAsync(_keys.Worker(worker!)), worker!) is not null) alive++;
         Volatile.Write(ref _alive, alive);
     }
 

@@ -11,6 +11,7 @@ public sealed class ServiceProcess : IDisposable
 
     public string Output { get { lock (_output) return _output.ToString(); } }
     public bool HasExited => _process.HasExited;
+    public int ExitCode => _process.ExitCode;
     public int Id => _process.Id;
 
     /// <summary>The service's built program under <paramref name="repoRoot"/>, in the same configuration
@@ -23,10 +24,11 @@ public sealed class ServiceProcess : IDisposable
         return dll;
     }
 
-    public ServiceProcess(string dll, IReadOnlyDictionary<string, string> environment)
+    public ServiceProcess(string dll, IReadOnlyDictionary<string, string> environment, IEnumerable<string>? args = null)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         psi.ArgumentList.Add(dll);
+        foreach (var a in args ?? []) psi.ArgumentList.Add(a);
         foreach (var (k, v) in environment) psi.Environment[k] = v;
         psi.Environment["DOTNET_ENVIRONMENT"] = "Development";
         _process = Process.Start(psi) ?? throw new InvalidOperationException($"{dll} did not start");

@@ -4,6 +4,7 @@ using Notice.Core.Families;
 using Notice.Core.Patching;
 using Notice.Core.Results;
 using Notice.Core.Tasks;
+using Notice.Vlm;
 using Notice.Vlm.Processing;
 using TorchSharp;
 
@@ -25,9 +26,10 @@ public sealed class ShardRunner : IDisposable
     public ShardRunner(RunSpecMessage spec, string? modelPath = null, string device = "cpu")
     {
         _spec = spec;
+        // A device this build or machine cannot use: one line, before any weights are read.
+        var torchDevice = device == "cpu" ? null : TorchDevices.Require(device);
         var model = modelPath ?? spec.Experiment.ModelDir;
-        _backend = ModelFamilies.Of(model).LoadBackend(model, spec.Experiment.Patching, dtype: spec.Experiment.DType,
-            device: device == "cpu" ? null : torch.device(device));
+        _backend = ModelFamilies.Of(model).LoadBackend(model, spec.Experiment.Patching, dtype: spec.Experiment.DType, device: torchDevice);
     }
 
     public ShardResultMessage Run(ShardMessage shard, SampleMessage sample, string worker)

@@ -3,6 +3,7 @@ using System.Diagnostics.Metrics;
 using Notice.Core;
 using Notice.Core.Experiments;
 using Notice.Core.Patching;
+using Notice.Vlm;
 using StackExchange.Redis;
 
 namespace Notice.Distributed;
@@ -52,6 +53,8 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
 
     public async Task RunAsync(CancellationToken cancel)
     {
+        // A device this machine or build cannot use fails now, in one line, not after the run is planned.
+        TorchDevices.Require(options.Device);
         var spec = await WaitForSpecAsync(cancel);
         using var runner = new ShardRunner(spec, options.ModelPath, options.Device);
         var delay = TimeSpan.FromMilliseconds(25);
@@ -125,12 +128,12 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
     private async Task<bool> ProcessAsync(ShardRunner runner, StreamEntry entry, CancellationToken cancel)
     {
         ShardMessage shard;
-        try { shard = Wire.Read<ShardMessage>(entry); }
+        try { shard = await ReadShardAsync(entry); }
         catch (InvalidDataException e)
         {
             // A malformed entry fails the same way for every worker: report it, never retry it.
             await DeadLetterAsync(entry.Id, new ShardMessage { ShardId = $"malformed entry {entry.Id}", Site = new PatchSite("?", "", false) },
-                $"malformed work entry {entry.Id}: {e.Message}", 1);
+                $"malformed work entry {entry.Id}: {e.Message}", 1, _keys.Malformed);
             return true;
         }
         if (await _db.SetContainsAsync(_keys.Done, shard.ShardId) || await _db.SetContainsAsync(_keys.DeadSet, shard.ShardId))
@@ -189,6 +192,18 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
         }
     }
 
+    /// <summary>A work entry's shard: decoded, and one of this run's planned shards (else <see cref="InvalidDataException"/>).</summary>
+    private async Task<ShardMessage> ReadShardAsync(StreamEntry entry)
+    {
+        var shard = Wire.Read<ShardMessage>(entry);
+        if (string.IsNullOrEmpty(shard.ShardId) || string.IsNullOrEmpty(shard.SampleId) || shard.Site is null || string.IsNullOrEmpty(shard.Site.Name)
+            || !Enum.IsDefined(shard.Mode) || shard.EstimatedUnits < 0)
+            throw new InvalidDataException("a ShardMessage without its shard id, sample, mode or site");
+        if (shard.RunId != options.RunId) throw new InvalidDataException($"a shard of run '{shard.RunId}', not of run {options.RunId}");
+        if (!await _db.SetContainsAsync(_keys.Planned, shard.ShardId)) throw new InvalidDataException($"shard '{shard.ShardId}' is not planned in run {options.RunId}");
+        return shard;
+    }
+
     private static Activity? StartShardSpan(ShardMessage shard)
     {
         ActivityContext.TryParse(shard.TraceParent, null, out var parent);
@@ -218,7 +233,8 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
         return pending.Length > 0 ? pending[0].DeliveryCount : 1;
     }
 
-    private async Task DeadLetterAsync(RedisValue entryId, ShardMessage shard, string error, int attempts)
+    /// <param name="idSet">the set that keeps the letter once: DeadSet for planned shards, Malformed for malformed entries</param>
+    private async Task DeadLetterAsync(RedisValue entryId, ShardMessage shard, string error, int attempts, string? idSet = null)
     {
         var message = new DeadLetterMessage
         {
@@ -226,7 +242,7 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
             Units = shard.EstimatedUnits, Error = error, Attempts = attempts, Worker = options.WorkerId,
         };
         Log?.Invoke($"shard {shard.ShardId} dead-lettered: {error}");
-        await _db.AppendOnceAndAckAsync(_keys.DeadSet, _keys.Dead, shard.ShardId, Wire.Write(message), _keys.Work, RedisKeys.WorkersGroup, entryId);
+        await _db.AppendOnceAndAckAsync(idSet ?? _keys.DeadSet, _keys.Dead, shard.ShardId, Wire.Write(message), _keys.Work, RedisKeys.WorkersGroup, entryId);
     }
 
     private async Task HeartbeatAsync()

@@ -27,6 +27,12 @@ public sealed class WorkerService(IConnectionMultiplexer redis, NoticeServiceOpt
             log.LogInformation("worker {Worker}: run {Run} has no work left", id, options.Run);
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested) { }
+        catch (Exception e) when (Notice.Core.InputErrors.IsInputError(e))
+        {
+            // Bad input (an unusable device, a run that cannot be read): the one line, no stack trace.
+            Console.Error.WriteLine($"error: worker {id}: {e.Message}");
+            Environment.ExitCode = 1;
+        }
         catch (Exception e)
         {
             log.LogError(e, "worker {Worker} failed", id);

@@ -49,7 +49,7 @@ public sealed class DistributedRunTests : IDisposable
         return ResultsTables.Read<ResultRow>(Path.Combine(outDir, ResultsTables.ResultsCsv));
     }
 
-    private static void AssertSameUnits(List<ResultRow> expected, List<ResultRow> actual)
+    internal static void AssertSameUnits(List<ResultRow> expected, List<ResultRow> actual)
     {
         Assert.Equal(expected.Count, actual.Count);
         Assert.Equal(actual.Count, actual.Select(r => r.Key).Distinct().Count());

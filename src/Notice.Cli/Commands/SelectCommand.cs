@@ -3,6 +3,7 @@ using Notice.Core;
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
+using Notice.Core.Results;
 using Notice.Core.Tasks;
 using Notice.Vlm;
 
@@ -19,11 +20,15 @@ public static class SelectCommand
         var perTask = new Option<int>("--per-task") { Description = "samples kept per task", DefaultValueFactory = _ => 100 };
         var seed = new Option<int>("--seed") { Description = "random seed", DefaultValueFactory = _ => 0 };
         var dtype = AnswerCommand.DTypeOption();
-        var cmd = new Command("select", "keep correctly answered samples, balanced by category and answer order") { model, pairs, output, perTask, seed, dtype };
+        var force = new Option<bool>("--force") { Description = "replace an existing --out manifest and its accuracy tables" };
+        var cmd = new Command("select", "keep correctly answered samples, balanced by category and answer order") { model, pairs, output, perTask, seed, dtype, force };
         cmd.SetAction(pr =>
         {
             var manifest = pr.GetValue(pairs)!;
             var outPath = Path.GetFullPath(pr.GetValue(output)!);
+            var stem = Path.Combine(Path.GetDirectoryName(outPath)!, Path.GetFileNameWithoutExtension(outPath));
+            // Before the model is loaded: a manifest someone made (or a pairs file given as --out by mistake) is never lost.
+            OutputFiles.RefuseToOverwrite("notice select", pr.GetValue(force), outPath, stem + ".accuracy.csv", stem + ".accuracy.md");
             var records = PairsManifest.Read(manifest);
             using var vqa = ModelFamilies.Of(pr.GetValue(model)!).LoadModel(pr.GetValue(model)!, VlmModel.ParseDType(pr.GetValue(dtype)!));
             var result = SampleSelector.Select(records, rs =>
@@ -35,8 +40,7 @@ public static class SelectCommand
             var folder = Path.GetDirectoryName(outPath)!;
             Directory.CreateDirectory(folder);
             PairsManifest.Write(outPath, result.Selected.Select(r => Rebase(PairsManifest.Resolve(manifest, r), folder)));
-            var stem = Path.Combine(folder, Path.GetFileNameWithoutExtension(outPath));
-            File.WriteAllText(stem + ".accuracy.csv", AccuracyCsv(result.Accuracy));
+            WriteAccuracyCsv(stem + ".accuracy.csv", result.Accuracy);
             File.WriteAllText(stem + ".accuracy.md", AccuracyMarkdown(result.Accuracy));
             Console.Write(AccuracyMarkdown(result.Accuracy));
             Console.WriteLine($"selected {result.Selected.Count} of {records.Count} samples -> {outPath}");
@@ -52,12 +56,12 @@ public static class SelectCommand
         Mask = absolute.Mask is null ? null : PairsManifest.RelativePath(folder, absolute.Mask),
     };
 
-    private static string AccuracyCsv(IReadOnlyList<AccuracyRow> rows)
-    {
-        var sb = new StringBuilder("task,category,samples,correct,accuracy\n");
-        foreach (var r in rows) sb.Append(CultureInfo.InvariantCulture, $"{r.Task},{r.Category},{r.Samples},{r.Correct},{r.Accuracy:F4}\n");
-        return sb.ToString();
-    }
+    /// <summary>task,category,samples,correct,accuracy; task and category escaped as every table Notice writes
+    /// (a manifest's "=HYPERLINK(..)" is text, not a formula).</summary>
+    public static void WriteAccuracyCsv(string path, IReadOnlyList<AccuracyRow> rows) =>
+        ResultsTables.Write(path, rows.Select(r => new AccuracyCsvRow(r.Task, r.Category, r.Samples, r.Correct, Math.Round(r.Accuracy, 4))));
+
+    private sealed record AccuracyCsvRow(string Task, string Category, int Samples, int Correct, double Accuracy);
 
     /// <summary>The paper's Table 2 shape: exact-match accuracy per task and category.</summary>
     private static string AccuracyMarkdown(IReadOnlyList<AccuracyRow> rows)

@@ -1,3 +1,4 @@
+using Notice.Core;
 using Notice.Core.Results;
 
 namespace Notice.Core.Analysis;
@@ -19,20 +20,38 @@ public static class ReportWriter
 
     private const string ModuleKind = "module", HeadsKind = "heads";
 
-    public static async Task<ReportFiles> WriteAsync(string resultsDir, string outDir) =>
-        Write(await ResultsFolder.LoadAsync(resultsDir), outDir);
+    /// <summary>What analyze wrote into its out folder, one relative path a line: only these files are
+    /// ever replaced or removed by a later analysis there.</summary>
+    public const string ManifestFile = ".notice-written";
 
-    public static ReportFiles Write(ResultsFolder folder, string outDir)
+    public static async Task<ReportFiles> WriteAsync(string resultsDir, string outDir, bool force = false) =>
+        Write(await ResultsFolder.LoadAsync(resultsDir), outDir, force);
+
+    /// <param name="force">replace files of the same names that Notice did not write (else: <see cref="OutputExistsException"/>)</param>
+    public static ReportFiles Write(ResultsFolder folder, string outDir, bool force = false)
     {
         var figuresDir = Path.Combine(outDir, FiguresFolder);
-        Directory.CreateDirectory(figuresDir);
-        // Figures of an earlier analysis in the same folder would otherwise outlive their data.
-        foreach (var old in Directory.EnumerateFiles(figuresDir, "*.png").Where(IsOurFigure).ToList()) File.Delete(old);
 
         var headTables = HeadTable.FromResults(folder.Results);
         var universal = UniversalHeads.Find(headTables);
         var modules = ModuleMap.FromResults(folder.Results);
         var baselines = BaselineSummary.FromBaselines(folder.Baselines);
+
+        var figures = new List<RenderedFigure>();
+        foreach (var m in modules)
+            figures.Add(Render("Module-wise patching (token x layer)", ModuleKind, m.Model, m.Task, m.Mode, m.Site, AnalysisFigures.Module(m)));
+        foreach (var t in headTables)
+            figures.Add(Render("Head-wise patching (layer x head)", HeadsKind, t.Model, t.Task, t.Mode, t.Site, AnalysisFigures.Heads(t)));
+
+        // Only files this analysis or an earlier one here wrote are replaced or removed.
+        var written = new WrittenFiles(outDir);
+        var targets = new List<string> { UniversalHeadsDocument.MarkdownFile, UniversalHeadsDocument.JsonFile, BaselinesSummaryFile, ModuleMeansFile, ReportFile };
+        targets.AddRange(figures.Select(f => f.RelativePath));
+        written.RefuseForeign(targets, force);
+        Directory.CreateDirectory(figuresDir);
+        written.Begin(targets);
+        // Figures of an earlier analysis here would otherwise outlive their data.
+        written.RemoveStale(targets);
 
         var tables = new List<string>
         {
@@ -44,15 +63,10 @@ public static class ReportWriter
         var meansPath = Path.Combine(outDir, ModuleMeansFile);
         ResultsTables.Write(meansPath, modules.SelectMany(ModuleMeanRow.Of));
         tables.AddRange([summaryPath, meansPath]);
-
-        var figures = new List<RenderedFigure>();
-        foreach (var m in modules)
-            figures.Add(Render("Module-wise patching (token x layer)", ModuleKind, m.Model, m.Task, m.Mode, m.Site, AnalysisFigures.Module(m)));
-        foreach (var t in headTables)
-            figures.Add(Render("Head-wise patching (layer x head)", HeadsKind, t.Model, t.Task, t.Mode, t.Site, AnalysisFigures.Heads(t)));
         foreach (var f in figures) File.WriteAllBytes(Path.Combine(outDir, f.RelativePath), f.Png);
 
         var report = WriteText(outDir, ReportFile, HtmlReport.Build(folder, headTables, universal, baselines, figures));
+        written.Finish(targets);
         return new ReportFiles(report, tables, figures.Select(f => Path.GetFullPath(Path.Combine(outDir, f.RelativePath))).ToList());
     }
 
@@ -60,10 +74,58 @@ public static class ReportWriter
         new(section, $"{model} / {task}: {site}, {mode} corruption",
             $"{FiguresFolder}/{AnalysisFigures.FileName(kind, model, task, mode, site)}", figure.RenderPng());
 
-    private static bool IsOurFigure(string path)
+    /// <summary>
+    /// The out folder's <see cref="ManifestFile"/>. Its lines are read as untrusted: only names analyze
+    /// itself writes (its tables, report.html, figures/module_*.png and figures/heads_*.png, no other
+    /// folder) are ever removed through it.
+    /// </summary>
+    private sealed class WrittenFiles(string outDir)
     {
-        var name = Path.GetFileName(path);
-        return name.StartsWith(ModuleKind + "_", StringComparison.Ordinal) || name.StartsWith(HeadsKind + "_", StringComparison.Ordinal);
+        private readonly HashSet<string> _listed = Read(outDir);
+
+        private string Full(string relative) => Path.Combine(outDir, relative.Replace('/', Path.DirectorySeparatorChar));
+
+        private static HashSet<string> Read(string outDir)
+        {
+            var path = Path.Combine(outDir, ManifestFile);
+            if (!File.Exists(path)) return new HashSet<string>(StringComparer.Ordinal);
+            return File.ReadLines(path).Select(l => l.Trim()).Where(IsOurName).ToHashSet(StringComparer.Ordinal);
+        }
+
+        private static bool IsOurName(string relative)
+        {
+            if (relative is ReportFile or BaselinesSummaryFile or ModuleMeansFile || relative == UniversalHeadsDocument.MarkdownFile || relative == UniversalHeadsDocument.JsonFile)
+                return true;
+            var parts = relative.Split('/');
+            return parts.Length == 2 && parts[0] == FiguresFolder && parts[1].EndsWith(".png", StringComparison.Ordinal)
+                && (parts[1].StartsWith(ModuleKind + "_", StringComparison.Ordinal) || parts[1].StartsWith(HeadsKind + "_", StringComparison.Ordinal))
+                && parts[1].IndexOfAny(['\\', '\0']) < 0 && parts[1] != ".." && !parts[1].Contains("..", StringComparison.Ordinal);
+        }
+
+        /// <summary>A file of a target's name that Notice did not write: refused unless forced.</summary>
+        public void RefuseForeign(IEnumerable<string> targets, bool force)
+        {
+            if (force) return;
+            var foreign = targets.Where(t => !_listed.Contains(t) && (File.Exists(Full(t)) || Directory.Exists(Full(t)))).ToList();
+            if (foreign.Count == 0) return;
+            var names = string.Join(", ", foreign.Take(3)) + (foreign.Count > 3 ? $" and {foreign.Count - 3} more" : "");
+            throw new OutputExistsException($"{Path.GetFullPath(outDir)}: {names} exist{(foreign.Count == 1 ? "s" : "")} and notice analyze did not write {(foreign.Count == 1 ? "it (--force replaces it)" : "them (--force replaces them)")}");
+        }
+
+        /// <summary>Lists the targets before writing them, so a file written by an interrupted analysis is still ours.</summary>
+        public void Begin(IEnumerable<string> targets) => Save(_listed.Union(targets));
+
+        /// <summary>Removes files an earlier analysis here wrote that this one does not.</summary>
+        public void RemoveStale(IEnumerable<string> targets)
+        {
+            foreach (var stale in _listed.Except(targets).ToList())
+                if (File.Exists(Full(stale))) File.Delete(Full(stale));
+        }
+
+        public void Finish(IEnumerable<string> targets) => Save(targets);
+
+        private void Save(IEnumerable<string> names) =>
+            File.WriteAllLines(Path.Combine(outDir, ManifestFile), names.Distinct().Order(StringComparer.Ordinal));
     }
 
     private static string WriteText(string dir, string name, string text)

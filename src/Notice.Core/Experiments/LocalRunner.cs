@@ -56,7 +56,7 @@ public sealed class LocalRunner
         var records = ReadSamples(spec);
         var run = Open(spec, outDir, progress);
         run.Total = PlannedUnits(run, family, records);
-        using var backend = family.LoadBackend(spec.ModelDir, spec.Patching, spec.PairsPath, spec.DType, torch.device(spec.Device), w => Log?.Invoke("warning: " + w));
+        using var backend = family.LoadBackend(spec.ModelDir, spec.Patching, spec.PairsPath, spec.DType, Notice.Vlm.TorchDevices.Require(spec.Device), w => Log?.Invoke("warning: " + w));
 
         bool interrupted = false;
         foreach (var record in records)
