@@ -19,7 +19,7 @@ public static class RedisServerResource
         IDistributedApplicationBuilder builder, bool keepData = false)
     {
         var password = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24));
-        var dataDir = Directory.CreateTempSubdirectory("notice-redis-").FullName;
+        var dataDir = Directory.CreateTempSubdirectory("notice-apphost-redis-").FullName;
         File.SetUnixFileMode(dataDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         var config = Path.Combine(dataDir, "redis.conf");
         using (File.Create(config)) { }

@@ -67,9 +67,13 @@ public sealed class AppHostProcessTests : IDisposable
     public void ALlavaRunWithLlavasOwnSiteNamesCompletes()
     {
         CopyLlava();
+        static string[] RedisDirs() => Directory.GetDirectories(Path.GetTempPath(), "notice-apphost-redis-*");
+        var before = RedisDirs();
         var (code, output, _) = RunScript(_dir, TimeSpan.FromMinutes(5), "--model", "llava-tiny", "--pairs", "llava-tiny/pairs.jsonl", "--out", "runs/sites",
             "--sites", "layer,heads:attn", "--modes", "image", "--devices", "cpu");
         Assert.True(code == 0, output);
+        // redis-server's data directory (sample images included) is gone with the AppHost.
+        Assert.Empty(RedisDirs().Except(before));
         var rows = ResultsTables.Read<ResultRow>(Path.Combine(_dir, "runs", "sites", ResultsTables.ResultsCsv));
         Assert.Equal(["layer", "heads:attn"], rows.Select(r => r.Site).Distinct());
     }

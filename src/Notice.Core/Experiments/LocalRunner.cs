@@ -153,11 +153,13 @@ public sealed class LocalRunner
             return;
         }
         var rows = new List<ResultRow>(units.Count);
-        foreach (var chunk in units.Chunk(Math.Max(1, run.Spec.Patching.BatchSize)))
+        // Units go to the engine as the distributed run's shards hold them (head sites one layer at a
+        // time), so both batch alike and give the same numbers to the last bit.
+        foreach (var shard in UnitPlanner.Shards(site, units))
         {
-            foreach (var r in backend.Engine.Run(prepared, chunk))
+            foreach (var r in backend.Engine.Run(prepared, shard))
                 rows.Add(ResultRows.Row(run.Id, run.Model, sample, mode, run.Spec.Method, r));
-            run.Ran += chunk.Length;
+            run.Ran += shard.Count;
             run.Report(rows.Count, $"{sample.Record.Id} {mode.Name()} {site.Name}");
         }
         var key = GroupKey(sample.Record.Id, mode.Name(), site.Name);
