@@ -2,6 +2,7 @@ using Notice.Core;
 using Notice.Core.Benchmarks;
 using Notice.Vlm.Blip;
 using Notice.Vlm.Llava;
+using Notice.Vlm.Qwen25Vl;
 
 namespace Notice.Cli;
 
@@ -22,6 +23,17 @@ internal static class Bench
             ? (LlavaConfigs.Small, "small LLaVA (random weights)")
             : (LlavaConfigs.At7BWidths(layers, visionLayers), $"LLaVA at llava-1.5-7b widths, {layers} of 32 decoder layers, {visionLayers} of 24 vision layers (random weights)");
         var r = LlavaPatchingBenchmark.Run(config, name, samples, plainUnits, log: m => Console.Error.WriteLine(m));
+        Print(r, $"head-wise attention patching at the last position, {r.Samples} samples x every layer and head, {r.PromptTokens}-position sequences");
+        return 0;
+    }
+
+    /// <summary>Qwen2.5-VL: last-position head patching at Qwen2.5-VL-7B widths with reduced depth.</summary>
+    public static int RunQwen(int samples, int plainUnits, bool small, int layers, int visionLayers, int imageSide)
+    {
+        var (config, name) = small
+            ? (QwenConfigs.Small, "small Qwen2.5-VL (random weights)")
+            : (QwenConfigs.At7BWidths(layers, visionLayers), $"Qwen2.5-VL at Qwen2.5-VL-7B widths, {layers} of 28 decoder layers, {visionLayers} of 32 vision blocks (random weights)");
+        var r = Qwen25VlPatchingBenchmark.Run(config, name, samples, plainUnits, imageSide: small ? 112 : imageSide, log: m => Console.Error.WriteLine(m));
         Print(r, $"head-wise attention patching at the last position, {r.Samples} samples x every layer and head, {r.PromptTokens}-position sequences");
         return 0;
     }

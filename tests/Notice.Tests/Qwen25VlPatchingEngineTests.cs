@@ -64,7 +64,7 @@ public sealed class Qwen25VlPatchingEngineTests(ITestOutputHelper output)
         Assert.Equal(tables.Read($"{key}.inputs.clean.input_ids").data<long>().ToArray(), sample.Inputs.CleanIds.data<long>().ToArray());
         if (mode == CorruptionMode.Text)
             Assert.Equal(tables.Read($"{key}.inputs.corrupt.input_ids").data<long>().ToArray(), sample.Inputs.CorruptIds!.data<long>().ToArray());
-        Assert.Equal(tables.Read($"{key}.answer_tokens").data<long>().ToArray(), [sample.Inputs.CorrectId, sample.Inputs.IncorrectId]);
+        Assert.Equal(tables.Read($"{key}.answer_tokens").data<long>().ToArray(), new[] { sample.Inputs.CorrectId, sample.Inputs.IncorrectId });
         Assert.Equal(meta.GetProperty("answer_word_position").GetInt32(), sample.AnswerPosition);
 
         using var backend = Family.LoadBackend(QwenTinyModel.Folder, new PatchingOptions { BatchSize = 7 }, Pairs);
@@ -203,5 +203,16 @@ public sealed class Qwen25VlPatchingEngineTests(ITestOutputHelper output)
         var spec = new ExperimentSpec { ModelDir = QwenTinyModel.Folder, PairsPath = Pairs, Positions = PositionSelection.Parse($"{sample.ImagePosition + 1}") };
         var planned = Assert.Throws<ArgumentOutOfRangeException>(() => backend.Plan(Qwen25VlSites.Mlp, sample, prepared, spec));
         Assert.Contains("image's 4 <|image_pad|> tokens", planned.Message);
+    }
+
+    [Fact]
+    public void TheAttentionProbeReadsTheLastTokenOverTheMergedImageGrid()
+    {
+        var probe = Family.AttentionProbe(QwenTinyModel.Vqa, Pairs);
+        var attention = probe.Read(Record("colors"));   // green_square: resized 84x112, 3 x 4 merged units
+        Assert.Equal((3, 4), (attention.Rows, attention.Grid));
+        Assert.Equal(3, attention.Patches.Length);
+        Assert.All(attention.Patches, layer => Assert.Equal(4, layer.Length));
+        Assert.All(attention.Patches.SelectMany(l => l), head => { Assert.Equal(12, head.Length); Assert.Equal(1.0, head.Sum(), 1e-9); });
     }
 }
