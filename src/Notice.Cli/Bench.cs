@@ -50,6 +50,18 @@ internal static class Bench
         return 0;
     }
 
+    /// <summary>Qwen2.5-VL: peak memory of loading a bfloat16 Qwen2.5-VL-7B-shaped checkpoint into bfloat16.</summary>
+    public static int QwenLoadTest(string folder, bool small)
+    {
+        var (config, name) = small ? (QwenConfigs.Small, "small Qwen2.5-VL (random bfloat16 weights)") : (QwenConfigs.Qwen25Vl7B, "Qwen2.5-VL-7B shapes (random bfloat16 weights)");
+        var r = Qwen25VlLoadTest.Run(config, name, folder, log: m => Console.Error.WriteLine(m));
+        Console.WriteLine($"model:       {r.Model}, {r.Parameters / 1e9:F2} B parameters");
+        Console.WriteLine($"checkpoint:  {r.CheckpointBytes / 1e9:F2} GB in {r.Shards} bfloat16 shards, written in {r.WriteSeconds:F0} s (deleted afterwards)");
+        Console.WriteLine($"load:        {r.LoadSeconds:F0} s into bfloat16 on {Environment.ProcessorCount} cores");
+        Console.WriteLine($"memory:      resident before {Gib(r.RssBeforeBytes)}, peak while loading {Gib(r.PeakBytes)}{(r.PeakWasReset ? "" : " (peak of the whole process: it could not be reset)")}");
+        return 0;
+    }
+
     private static void Print(BenchResult r, string workload)
     {
         Console.WriteLine($"model:       {r.Model}");

@@ -14,7 +14,7 @@ public static class BenchCommand
         var small = new Option<bool>("--small") { Description = "a small model instead of the real shapes (a quick check)" };
         var layers = new Option<int>("--layers") { Description = "llava, qwen25vl: decoder layers (of llava-1.5-7b's 32, Qwen2.5-VL-7B's 28)", DefaultValueFactory = _ => 4 };
         var visionLayers = new Option<int>("--vision-layers") { Description = "llava: vision-tower layers (of 24; the second-to-last hidden state is read); qwen25vl: vision blocks (of 32)", DefaultValueFactory = _ => 3 };
-        var loadTest = new Option<bool>("--load-test") { Description = "llava: write a random float16 llava-1.5-7b checkpoint (~14 GB), load it into float16, report the peak memory, delete it" };
+        var loadTest = new Option<bool>("--load-test") { Description = "llava: write a random float16 llava-1.5-7b checkpoint (~14 GB), load it into float16, report the peak memory, delete it; qwen25vl: the same with a bfloat16 Qwen2.5-VL-7B checkpoint (~16.6 GB)" };
         var dir = new Option<string?>("--dir") { Description = "--load-test: where to write the checkpoint (an empty or new folder; default a new folder under the temp directory)" };
         var workers = new Option<string?>("--workers") { Description = "instead: distributed throughput with these worker-process counts, e.g. 1,2" };
         var repeat = new Option<int>("--repeat") { Description = "with --workers: the fixture pairs repeated this many times", DefaultValueFactory = _ => 8 };
@@ -28,7 +28,9 @@ public static class BenchCommand
             if (a is not ("blip" or "llava" or "qwen25vl")) throw new ArgumentException($"--arch: expected blip, llava or qwen25vl, found '{a}'");
             if (pr.GetValue(loadTest))
             {
-                if (a != "llava") throw new ArgumentException("--load-test is a LLaVA test: add --arch llava");
+                if (a == "qwen25vl")
+                    return Bench.QwenLoadTest(pr.GetValue(dir) ?? Path.Combine(Path.GetTempPath(), $"notice-qwen-load-{Guid.NewGuid():N}"), pr.GetValue(small));
+                if (a != "llava") throw new ArgumentException("--load-test is a LLaVA or Qwen2.5-VL test: add --arch llava or --arch qwen25vl");
                 return Bench.LoadTest(pr.GetValue(dir) ?? Path.Combine(Path.GetTempPath(), $"notice-llava-load-{Guid.NewGuid():N}"), pr.GetValue(small));
             }
             if (a == "qwen25vl")
