@@ -2,6 +2,7 @@ using Notice.Core;
 using Notice.Core.Benchmarks;
 using Notice.Vlm.Blip;
 using Notice.Vlm.Llava;
+using Notice.Vlm.Qwen25Vl;
 
 namespace Notice.Cli;
 
@@ -26,6 +27,17 @@ internal static class Bench
         return 0;
     }
 
+    /// <summary>Qwen2.5-VL: last-position head patching at Qwen2.5-VL-7B widths with reduced depth.</summary>
+    public static int RunQwen(int samples, int plainUnits, bool small, int layers, int visionLayers, int imageSide)
+    {
+        var (config, name) = small
+            ? (QwenConfigs.Small, "small Qwen2.5-VL (random weights)")
+            : (QwenConfigs.At7BWidths(layers, visionLayers), $"Qwen2.5-VL at Qwen2.5-VL-7B widths, {layers} of 28 decoder layers, {visionLayers} of 32 vision blocks (random weights)");
+        var r = Qwen25VlPatchingBenchmark.Run(config, name, samples, plainUnits, imageSide: small ? 112 : imageSide, log: m => Console.Error.WriteLine(m));
+        Print(r, $"head-wise attention patching at the last position, {r.Samples} samples x every layer and head, {r.PromptTokens}-position sequences");
+        return 0;
+    }
+
     /// <summary>LLaVA: peak memory of loading a float16 llava-1.5-7b-shaped checkpoint into float16.</summary>
     public static int LoadTest(string folder, bool small)
     {
@@ -34,6 +46,18 @@ internal static class Bench
         Console.WriteLine($"model:       {r.Model}, {r.Parameters / 1e9:F2} B parameters");
         Console.WriteLine($"checkpoint:  {r.CheckpointBytes / 1e9:F2} GB in {r.Shards} float16 shards, written in {r.WriteSeconds:F0} s (deleted afterwards)");
         Console.WriteLine($"load:        {r.LoadSeconds:F0} s into float16 on {Environment.ProcessorCount} cores");
+        Console.WriteLine($"memory:      resident before {Gib(r.RssBeforeBytes)}, peak while loading {Gib(r.PeakBytes)}{(r.PeakWasReset ? "" : " (peak of the whole process: it could not be reset)")}");
+        return 0;
+    }
+
+    /// <summary>Qwen2.5-VL: peak memory of loading a bfloat16 Qwen2.5-VL-7B-shaped checkpoint into bfloat16.</summary>
+    public static int QwenLoadTest(string folder, bool small)
+    {
+        var (config, name) = small ? (QwenConfigs.Small, "small Qwen2.5-VL (random bfloat16 weights)") : (QwenConfigs.Qwen25Vl7B, "Qwen2.5-VL-7B shapes (random bfloat16 weights)");
+        var r = Qwen25VlLoadTest.Run(config, name, folder, log: m => Console.Error.WriteLine(m));
+        Console.WriteLine($"model:       {r.Model}, {r.Parameters / 1e9:F2} B parameters");
+        Console.WriteLine($"checkpoint:  {r.CheckpointBytes / 1e9:F2} GB in {r.Shards} bfloat16 shards, written in {r.WriteSeconds:F0} s (deleted afterwards)");
+        Console.WriteLine($"load:        {r.LoadSeconds:F0} s into bfloat16 on {Environment.ProcessorCount} cores");
         Console.WriteLine($"memory:      resident before {Gib(r.RssBeforeBytes)}, peak while loading {Gib(r.PeakBytes)}{(r.PeakWasReset ? "" : " (peak of the whole process: it could not be reset)")}");
         return 0;
     }

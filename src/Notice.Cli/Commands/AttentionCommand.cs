@@ -45,7 +45,7 @@ public static class AttentionCommand
             foreach (var s in read.Take(pr.GetValue(overlays)))
             {
                 var panels = chosen.Select(h => ($"L{h.Layer}.H{h.Head}", s.Patches[h.Layer][h.Head])).Append(("average head", AttentionFunctions.Average(s))).ToList();
-                File.WriteAllBytes(Path.Combine(outDir, "overlays", $"{s.Sample}.png"), AttentionOverlay.RenderPng(s.ImagePath, s.Grid, panels));
+                File.WriteAllBytes(Path.Combine(outDir, "overlays", $"{s.Sample}.png"), AttentionOverlay.RenderPng(s.ImagePath, s.Grid, panels, s.Rows));
             }
             Console.Write(Markdown(measures));
             Console.WriteLine($"wrote {Path.Combine(outDir, "attention.csv")}, attention.md and {Math.Min(read.Count, pr.GetValue(overlays))} overlays");

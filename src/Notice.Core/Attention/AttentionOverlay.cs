@@ -11,7 +11,9 @@ public static class AttentionOverlay
 {
     private const int Panel = 256, Caption = 28;
 
-    public static byte[] RenderPng(string imagePath, int grid, IReadOnlyList<(string Title, double[] Attention)> panels)
+    /// <param name="grid">the patch grid's columns</param>
+    /// <param name="rows">its rows; 0: as many as columns</param>
+    public static byte[] RenderPng(string imagePath, int grid, IReadOnlyList<(string Title, double[] Attention)> panels, int rows = 0)
     {
         var image = ImageDecoder.Load(imagePath);
         using var surface = SKSurface.Create(new SKImageInfo(Panel * panels.Count, Panel + Caption));
@@ -27,12 +29,12 @@ public static class AttentionOverlay
             var area = new SKRect(k * Panel, Caption, (k + 1) * Panel, Caption + Panel);
             canvas.DrawImage(picture, area, new SKSamplingOptions(SKFilterMode.Linear));
             double max = attention.Max();
-            float cell = Panel / (float)grid;
+            float cell = Panel / (float)grid, cellHeight = Panel / (float)(rows > 0 ? rows : grid);
             for (int i = 0; i < attention.Length; i++)
             {
                 byte alpha = (byte)(max > 0 ? 200 * attention[i] / max : 0);
                 using var paint = new SKPaint { Color = new SKColor(20, 90, 255, alpha) };
-                canvas.DrawRect(area.Left + (i % grid) * cell, area.Top + (i / grid) * cell, cell, cell, paint);
+                canvas.DrawRect(area.Left + (i % grid) * cell, area.Top + (i / grid) * cellHeight, cell, cellHeight, paint);
             }
             canvas.DrawText(title, area.Left + 6, 19, SKTextAlign.Left, font, text);
         }

@@ -4,8 +4,14 @@ using Notice.Vlm.Processing;
 namespace Notice.Core.Attention;
 
 /// <summary>One sample's attention from the token where the answer is read to the image patches:
-/// every head's distribution over patches, [layer][head][patch], plus the mask coverage per patch.</summary>
-public sealed record SampleAttention(string Sample, string ImagePath, int Grid, double[][][] Patches, double[]? MaskFractions);
+/// every head's distribution over patches, [layer][head][patch], plus the mask coverage per patch.
+/// Patches are in raster order over a grid of <see cref="Rows"/> x Grid (columns); square unless a
+/// model keeps the image's aspect ratio (Qwen2.5-VL).</summary>
+public sealed record SampleAttention(string Sample, string ImagePath, int Grid, double[][][] Patches, double[]? MaskFractions)
+{
+    /// <summary>Rows of the patch grid (Grid is its columns); Grid by default.</summary>
+    public int Rows { get; init; } = Grid;
+}
 
 /// <summary>Reads a model's attention to the image for a manifest record.</summary>
 public interface IAttentionProbe

@@ -13,6 +13,8 @@ public sealed record PromptPositions(int Count, IReadOnlyList<int> All, int Answ
 {
     /// <summary>A position that exists but is never patched (LLaVA's &lt;image&gt;), -1 for none.</summary>
     public int Excluded { get; init; } = -1;
+    /// <summary>How many positions from <see cref="Excluded"/> on are never patched (Qwen2.5-VL's image tokens); 1 by default.</summary>
+    public int ExcludedCount { get; init; } = 1;
     /// <summary>Why <see cref="Excluded"/> is not patched.</summary>
     public string ExcludedReason { get; init; } = "";
     /// <summary>Why `--positions answer` has no position when <see cref="Answer"/> is -1.</summary>
@@ -64,7 +66,7 @@ public static class UnitPlanner
         foreach (var p in ps)
         {
             if (p < 0 || p >= prompt.Count) throw new ArgumentOutOfRangeException(nameof(selection), $"position {p} is out of range: the prompt has positions 0..{prompt.Count - 1}");
-            if (p == prompt.Excluded) throw new ArgumentOutOfRangeException(nameof(selection), $"position {p} {prompt.ExcludedReason}");
+            if (prompt.Excluded >= 0 && p >= prompt.Excluded && p < prompt.Excluded + prompt.ExcludedCount) throw new ArgumentOutOfRangeException(nameof(selection), $"position {p} {prompt.ExcludedReason}");
         }
         return ps;
     }

@@ -1,5 +1,6 @@
 using Notice.Core.Families.Blip;
 using Notice.Core.Families.Llava;
+using Notice.Core.Families.Qwen25Vl;
 using Notice.Vlm.Config;
 
 namespace Notice.Core.Families;
@@ -14,6 +15,7 @@ public static class ModelFamilies
     [
         new BlipFamily(),
         new LlavaFamily(),
+        new Qwen25VlFamily(),
     ];
 
     private static readonly Lock Gate = new();

@@ -16,7 +16,12 @@ public enum CompatMode
 
 /// <summary>An image as the engine sees it: preprocessed pixels [1,3,H,W] and a key that identifies
 /// its content, so its vision pass and cross-attention keys/values are computed once.</summary>
-public sealed record ImageInput(string Key, Tensor Pixels);
+public sealed record ImageInput(string Key, Tensor Pixels)
+{
+    /// <summary>Processors that cut images into a variable number of patches (Qwen2.5-VL): the image's
+    /// grid [1, 3] (t, h, w), Pixels then being its patch rows [N, C*T*P*P]; null otherwise.</summary>
+    public Tensor? Grid { get; init; }
+}
 
 /// <summary>One sample's inputs for one corruption mode.</summary>
 /// <param name="CleanIds">clean prompt ids [1, T]: BLIP's question; LLaVA's whole templated prompt, one &lt;image&gt; in it</param>

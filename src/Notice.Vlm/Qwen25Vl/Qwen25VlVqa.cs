@@ -26,7 +26,7 @@ public sealed record QwenBatch(Tensor InputIds, Tensor AttentionMask, Tensor Pix
 /// as Qwen2_5_VLProcessor + Qwen2_5_VLForConditionalGeneration are used in transformers. Every
 /// question goes into the chat template (<see cref="QwenPrompt.Format"/>) with one image.
 /// </summary>
-public sealed class Qwen25VlVqa : IDisposable
+public sealed class Qwen25VlVqa : IVisionLanguageModel
 {
     public string Folder { get; }
     public Qwen25VlForConditionalGeneration Model { get; }
@@ -138,6 +138,10 @@ public sealed class Qwen25VlVqa : IDisposable
         }
         return answers;
     }
+
+    VlmAnswer IVisionLanguageModel.Answer(string imagePath, string question) => Answer(imagePath, question);
+
+    IReadOnlyList<string> IVisionLanguageModel.AnswerBatch(IReadOnlyList<(string Image, string Question)> items, int batchSize) => AnswerBatch(items, batchSize);
 
     public void Dispose() => Model.Dispose();
 }

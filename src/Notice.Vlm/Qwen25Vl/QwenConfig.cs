@@ -139,6 +139,36 @@ public sealed record QwenConfig
         return cfg;
     }
 
+    /// <summary>Writes a config.json that <see cref="Load"/> reads back (transformers 4.49's layout: text fields top-level).</summary>
+    public void Save(string configFile, string torchDtype = "bfloat16")
+    {
+        var v = Vision;
+        var o = new System.Text.Json.Nodes.JsonObject
+        {
+            ["architectures"] = new System.Text.Json.Nodes.JsonArray("Qwen2_5_VLForConditionalGeneration"),
+            ["model_type"] = "qwen2_5_vl",
+            ["vocab_size"] = VocabSize, ["hidden_size"] = HiddenSize, ["intermediate_size"] = IntermediateSize,
+            ["num_hidden_layers"] = NumHiddenLayers, ["num_attention_heads"] = NumAttentionHeads, ["num_key_value_heads"] = NumKeyValueHeads,
+            ["hidden_act"] = HiddenAct, ["rms_norm_eps"] = RmsNormEps, ["rope_theta"] = RopeTheta,
+            ["rope_scaling"] = new System.Text.Json.Nodes.JsonObject { ["type"] = "mrope", ["mrope_section"] = new System.Text.Json.Nodes.JsonArray(MropeSection.Select(i => (System.Text.Json.Nodes.JsonNode?)i).ToArray()) },
+            ["tie_word_embeddings"] = TieWordEmbeddings,
+            ["bos_token_id"] = BosTokenId, ["eos_token_id"] = EosTokenId,
+            ["vision_start_token_id"] = VisionStartTokenId, ["vision_end_token_id"] = VisionEndTokenId,
+            ["vision_token_id"] = VisionTokenId, ["image_token_id"] = ImageTokenId, ["video_token_id"] = VideoTokenId,
+            ["torch_dtype"] = torchDtype,
+            ["transformers_version"] = "4.49.0",
+            ["vision_config"] = new System.Text.Json.Nodes.JsonObject
+            {
+                ["depth"] = v.Depth, ["hidden_size"] = v.HiddenSize, ["hidden_act"] = v.HiddenAct, ["intermediate_size"] = v.IntermediateSize,
+                ["num_heads"] = v.NumHeads, ["in_chans"] = v.InChannels, ["patch_size"] = v.PatchSize, ["spatial_merge_size"] = v.SpatialMergeSize,
+                ["temporal_patch_size"] = v.TemporalPatchSize, ["window_size"] = v.WindowSize, ["out_hidden_size"] = v.OutHiddenSize,
+                ["fullatt_block_indexes"] = new System.Text.Json.Nodes.JsonArray(v.FullAttBlockIndexes.Select(i => (System.Text.Json.Nodes.JsonNode?)i).ToArray()),
+                ["tokens_per_second"] = v.TokensPerSecond,
+            },
+        };
+        File.WriteAllText(configFile, o.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
+    }
+
     private static int[] ReadMropeSection(JsonConfig c)
     {
         var scaling = c.Section("rope_scaling");
