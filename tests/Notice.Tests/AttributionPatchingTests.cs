@@ -1,3 +1,4 @@
+using Notice.Core.Analysis;
 using Notice.Core.Experiments;
 using Notice.Core.Families.Blip;
 using Notice.Core.Families.Llava;
@@ -304,5 +305,53 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output) : IDispos
         Assert.Equal(3, PatchMethods.ConfirmCount(60, 0.05));
         Assert.Equal(1, PatchMethods.ConfirmCount(10, 0.05));
         Assert.Equal(10, PatchMethods.ConfirmCount(10, 50));
+    }
+
+    [Fact]
+    public void SpearmanRanksWithTies()
+    {
+        Assert.Equal(1, MethodAgreement.Rank([1, 2, 3, 4], [10, 20, 30, 41]), 12);
+        Assert.Equal(-1, MethodAgreement.Rank([1, 2, 3, 4], [4, 3, 2, 1]), 12);
+        // x ranks 1, 2.5, 2.5, 4 against 1, 2, 3, 4: Pearson of the ranks
+        Assert.Equal(0.9486832980505138, MethodAgreement.Rank([1, 2, 2, 3], [1, 2, 3, 4]), 12);
+        Assert.True(double.IsNaN(MethodAgreement.Rank([1, 1, 1], [1, 2, 3])));
+    }
+
+    /// <summary>Head rows of one model: two tasks, two modes, 2 layers x 4 heads, two samples; L1H2 stands out.</summary>
+    private static List<ResultRow> HeadRows(string method, Func<double, double> transform)
+    {
+        var rows = new List<ResultRow>();
+        foreach (var task in new[] { "t1", "t2" })
+            foreach (var mode in new[] { "image", "text" })
+                foreach (var sample in new[] { "s1", "s2" })
+                    for (int l = 0; l < 2; l++)
+                        for (int h = 0; h < 4; h++)
+                        {
+                            double v = l == 1 && h == 2 ? 5 : 0.1 * (l * 4 + h) + (sample == "s1" ? 0.01 : 0);
+                            float t = (float)transform(v);
+                            rows.Add(new ResultRow { Run = "r", Model = "m", Task = task, Sample = $"{task}-{sample}", Mode = mode, Method = method,
+                                Site = "heads:attn", Layer = l, Head = h, Position = 0, Values = [0, 0, t, t] });
+                        }
+        return rows;
+    }
+
+    [Fact]
+    public void ReportWithBothMethodsKeepsExactsUniversalHeadsAndComparesTheEstimates()
+    {
+        ResultsFolder Folder(List<ResultRow> rows) => new() { Directory = _out, Results = rows, Baselines = [], Failures = [] };
+        var exactOnly = Path.Combine(_out, "exact-only");
+        var both = Path.Combine(_out, "both");
+        ReportWriter.Write(Folder(HeadRows("exact", v => v)), exactOnly);
+        // atp: a monotone distortion of the same scores, so ranks agree
+        ReportWriter.Write(Folder([.. HeadRows("exact", v => v), .. HeadRows("atp", v => 2 * v + v * v)]), both);
+        var md = File.ReadAllText(Path.Combine(exactOnly, UniversalHeadsDocument.MarkdownFile));
+        Assert.Contains("L1H2", md);
+        Assert.Equal(md, File.ReadAllText(Path.Combine(both, UniversalHeadsDocument.MarkdownFile)));
+        Assert.False(File.Exists(Path.Combine(exactOnly, MethodAgreement.FileName)));
+        Assert.Contains("L1H2", File.ReadAllText(Path.Combine(both, "universal_heads.atp.md")));
+        var agreement = File.ReadAllLines(Path.Combine(both, MethodAgreement.FileName));
+        Assert.Equal(1 + 4, agreement.Length);   // header + (2 tasks x 2 modes) tables
+        Assert.All(agreement.Skip(1), line => Assert.Contains(",atp,8,1,1,1,1", line));
+        Assert.Contains("Estimates against exact patching", File.ReadAllText(Path.Combine(both, ReportWriter.ReportFile)));
     }
 }
