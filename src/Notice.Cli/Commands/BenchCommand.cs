@@ -17,8 +17,9 @@ public static class BenchCommand
         var loadTest = new Option<bool>("--load-test") { Description = "llava: write a random float16 llava-1.5-7b checkpoint (~14 GB), load it into float16, report the peak memory, delete it" };
         var dir = new Option<string?>("--dir") { Description = "--load-test: where to write the checkpoint (an empty or new folder; default a new folder under the temp directory)" };
         var workers = new Option<string?>("--workers") { Description = "instead: distributed throughput with these worker-process counts, e.g. 1,2" };
+        var method = new Option<string>("--method") { Description = "exact (fast path against plain path) or atp (attribution patching against the exact fast path; blip)", DefaultValueFactory = _ => "exact" };
         var repeat = new Option<int>("--repeat") { Description = "with --workers: the fixture pairs repeated this many times", DefaultValueFactory = _ => 8 };
-        var cmd = new Command("bench", "units per second of the fast and the plain patching paths") { arch, samples, plainUnits, small, layers, visionLayers, loadTest, dir, workers, repeat };
+        var cmd = new Command("bench", "units per second of the fast and the plain patching paths") { arch, samples, plainUnits, small, layers, visionLayers, loadTest, dir, workers, repeat, method };
         cmd.SetAction(async pr =>
         {
             if (pr.GetValue(workers) is { } w)
@@ -29,6 +30,13 @@ public static class BenchCommand
             {
                 if (a != "llava") throw new ArgumentException("--load-test is a LLaVA test: add --arch llava");
                 return Bench.LoadTest(pr.GetValue(dir) ?? Path.Combine(Path.GetTempPath(), $"notice-llava-load-{Guid.NewGuid():N}"), pr.GetValue(small));
+            }
+            var m = pr.GetValue(method);
+            if (m is not ("exact" or "atp")) throw new ArgumentException($"--method: expected exact or atp, found '{m}'");
+            if (m == "atp")
+            {
+                if (a != "blip") throw new ArgumentException("--method atp: the AtP bench is BLIP's (--arch blip)");
+                return Bench.RunAtp(pr.GetValue(samples), pr.GetValue(small));
             }
             return a == "llava"
                 ? Bench.RunLlava(pr.GetValue(samples), pr.GetValue(plainUnits), pr.GetValue(small), pr.GetValue(layers), pr.GetValue(visionLayers))
