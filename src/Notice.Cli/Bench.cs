@@ -16,6 +16,23 @@ internal static class Bench
         return 0;
     }
 
+    /// <summary>BLIP: attribution patching against the exact fast path on a full head sweep.</summary>
+    public static int RunAtp(int samples, bool small)
+    {
+        var (config, name) = small ? (BlipConfigs.Small, "small BLIP (random weights)") : (BlipConfigs.VqaBase, "BLIP at blip-vqa-base shapes (random weights)");
+        var r = PatchingBenchmark.RunAtp(config, name, samples, log: m => Console.Error.WriteLine(m));
+        Console.WriteLine($"model:       {r.Model}");
+        Console.WriteLine($"workload:    head-wise cross-attention, {r.Samples} samples x {r.PromptTokens} prompt tokens x every layer and head ({r.Units} units)");
+        Console.WriteLine($"machine:     {Environment.ProcessorCount} cores, {r.Threads} torch threads, CPU float32");
+        Console.WriteLine($"prepare:     {r.PrepareSeconds:F2} s per sample (clean and corrupt runs, shared by both methods, not counted below)");
+        Console.WriteLine($"exact fast:  {r.Units} units in {r.ExactSeconds:F1} s = {r.ExactUnitsPerSecond:F1} units/s");
+        Console.WriteLine($"atp:         {r.Units} units in {r.AtpSeconds:F2} s = {r.AtpUnitsPerSecond:F0} units/s");
+        Console.WriteLine($"ratio:       {r.AtpUnitsPerSecond / r.ExactUnitsPerSecond:F0}x");
+        Console.WriteLine($"agreement:   Spearman {r.Spearman:F3} of exact and estimated logit_diff over the units (random weights)");
+        Console.WriteLine($"peak memory: {Gib(r.PeakMemoryBytes)}");
+        return 0;
+    }
+
     /// <summary>LLaVA: last-position head patching at llava-1.5-7b widths with reduced depth.</summary>
     public static int RunLlava(int samples, int plainUnits, bool small, int layers, int visionLayers)
     {

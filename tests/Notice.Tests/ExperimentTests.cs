@@ -35,7 +35,8 @@ public sealed class ExperimentTests : IDisposable
     [InlineData("--batch-size", "0", "--batch-size: expected a positive integer, found '0'")]
     [InlineData("--noise", "-1", "--noise: expected a positive number, found '-1'")]
     [InlineData("--samples", "many", "--samples: expected a positive integer, found 'many'")]
-    [InlineData("--method", "guess", "--method: expected exact, found 'guess'")]
+    [InlineData("--method", "guess", "--method: expected exact, atp or atp+exact, found 'guess'")]
+    [InlineData("--confirm-top", "1.5", "--confirm-top: expected a count (a positive integer) or a fraction between 0 and 1, found '1.5'")]
     [InlineData("--dtype", "int8", "--dtype: expected float32, float16 or bfloat16, found 'int8'")]
     public void ABadValueIsTheSameOneLineErrorForTheCliAndTheAppHost(string option, string value, string expected)
     {

@@ -17,9 +17,10 @@ public static class BenchCommand
         var loadTest = new Option<bool>("--load-test") { Description = "llava: write a random float16 llava-1.5-7b checkpoint (~14 GB), load it into float16, report the peak memory, delete it; qwen25vl: the same with a bfloat16 Qwen2.5-VL-7B checkpoint (~16.6 GB)" };
         var dir = new Option<string?>("--dir") { Description = "--load-test: where to write the checkpoint (an empty or new folder; default a new folder under the temp directory)" };
         var workers = new Option<string?>("--workers") { Description = "instead: distributed throughput with these worker-process counts, e.g. 1,2" };
+        var method = new Option<string>("--method") { Description = "exact (fast path against plain path) or atp (attribution patching against the exact fast path; blip)", DefaultValueFactory = _ => "exact" };
         var repeat = new Option<int>("--repeat") { Description = "with --workers: the fixture pairs repeated this many times", DefaultValueFactory = _ => 8 };
         var imageSide = new Option<int>("--image-side") { Description = "qwen25vl: the image's side in pixels after resizing (a multiple of 28; 336 = 144 image tokens)", DefaultValueFactory = _ => 336 };
-        var cmd = new Command("bench", "units per second of the fast and the plain patching paths") { arch, samples, plainUnits, small, layers, visionLayers, loadTest, dir, workers, repeat, imageSide };
+        var cmd = new Command("bench", "units per second of the fast and the plain patching paths") { arch, samples, plainUnits, small, layers, visionLayers, loadTest, dir, workers, repeat, imageSide, method };
         cmd.SetAction(async pr =>
         {
             if (pr.GetValue(workers) is { } w)
@@ -32,6 +33,13 @@ public static class BenchCommand
                     return Bench.QwenLoadTest(pr.GetValue(dir) ?? Path.Combine(Path.GetTempPath(), $"notice-qwen-load-{Guid.NewGuid():N}"), pr.GetValue(small));
                 if (a != "llava") throw new ArgumentException("--load-test is a LLaVA or Qwen2.5-VL test: add --arch llava or --arch qwen25vl");
                 return Bench.LoadTest(pr.GetValue(dir) ?? Path.Combine(Path.GetTempPath(), $"notice-llava-load-{Guid.NewGuid():N}"), pr.GetValue(small));
+            }
+            var m = pr.GetValue(method);
+            if (m is not ("exact" or "atp")) throw new ArgumentException($"--method: expected exact or atp, found '{m}'");
+            if (m == "atp")
+            {
+                if (a != "blip") throw new ArgumentException("--method atp: the AtP bench is BLIP's (--arch blip)");
+                return Bench.RunAtp(pr.GetValue(samples), pr.GetValue(small));
             }
             if (a == "qwen25vl")
             {

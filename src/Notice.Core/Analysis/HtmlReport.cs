@@ -27,7 +27,8 @@ public static class HtmlReport
         """;
 
     public static string Build(ResultsFolder folder, IReadOnlyList<HeadTable> tables, IReadOnlyList<UniversalHeadSet> sets,
-        IReadOnlyList<BaselineSummary> baselines, IReadOnlyList<RenderedFigure> figures)
+        IReadOnlyList<BaselineSummary> baselines, IReadOnlyList<RenderedFigure> figures, string? primaryMethod = null,
+        IReadOnlyList<MethodAgreement>? agreement = null)
     {
         var html = new StringBuilder();
         string run = folder.Provenance?["run"]?.ToString() ?? folder.Results.Select(r => r.Run).FirstOrDefault() ?? "";
@@ -36,8 +37,12 @@ public static class HtmlReport
             .AppendLine($"<h1>Notice report: run {E(run)}</h1>")
             .AppendLine($"<p>From <code>{E(folder.Directory)}</code>. {Overview(folder)}</p>");
 
+        if (primaryMethod is not null)
+            html.AppendLine($"<p class=\"note\">This run holds results of several methods; universal heads and figures are from method <code>{E(primaryMethod)}</code> " +
+                            "(the other methods' universal heads are in their own universal_heads.METHOD.md).</p>");
         UniversalSection(html, tables, sets);
         MetricSection(html, folder);
+        if (agreement is { Count: > 0 }) AgreementSection(html, agreement);
         BaselineSection(html, baselines);
         foreach (var section in figures.GroupBy(f => f.Section))
         {
@@ -106,6 +111,16 @@ public static class HtmlReport
                     Num(t.Mean), Num(t.Std), Num(t.Threshold),
                     Or(string.Join(", ", t.Important.Select(h => $"{h} ({UniversalHeadsDocument.Num(t.ScoreOf(h)!.Mean)})"))) }));
         }
+    }
+
+    private static void AgreementSection(StringBuilder html, IReadOnlyList<MethodAgreement> agreement)
+    {
+        html.AppendLine("<h2>Estimates against exact patching</h2>")
+            .AppendLine("<p class=\"note\">Per head table, over the heads both methods scored: Spearman's rank correlation of the head scores, " +
+                        "and the recall of exact patching's important heads (mean + 2 sd) among the estimate's top k heads, k the number of important heads.</p>");
+        Table(html, ["method", "model", "task", "mode", "site", "heads", "Spearman", "important (exact)", "recalled", "recall"],
+            agreement.Select(a => new[] { E(a.Method), E(a.Model), E(a.Task), E(a.Mode), E(a.Site), Int(a.Heads), Num(a.Spearman),
+                Int(a.ExactImportant), Int(a.Recalled), double.IsNaN(a.Recall) ? "-" : Num(a.Recall) }));
     }
 
     private static void BaselineSection(StringBuilder html, IReadOnlyList<BaselineSummary> baselines)

@@ -32,9 +32,15 @@ public static class ReportWriter
     {
         var figuresDir = Path.Combine(outDir, FiguresFolder);
 
-        var headTables = HeadTable.FromResults(folder.Results);
+        // Results of several methods (atp+exact): figures and universal_heads.md from the primary
+        // method's rows (the one with the most rows), universal heads of the others in their own files,
+        // and how each estimate agrees with exact patching.
+        var methods = MethodAgreement.ByMethod(folder.Results);
+        var primary = MethodAgreement.Primary(methods);
+        var rows = methods.Count <= 1 ? folder.Results : methods.First(m => m.Method == primary).Rows;
+        var headTables = HeadTable.FromResults(rows);
         var universal = UniversalHeads.Find(headTables);
-        var modules = ModuleMap.FromResults(folder.Results);
+        var modules = ModuleMap.FromResults(rows);
         var baselines = BaselineSummary.FromBaselines(folder.Baselines);
 
         var figures = new List<RenderedFigure>();
@@ -47,6 +53,12 @@ public static class ReportWriter
         var written = new WrittenFiles(outDir);
         var targets = new List<string> { UniversalHeadsDocument.MarkdownFile, UniversalHeadsDocument.JsonFile, BaselinesSummaryFile, ModuleMeansFile, ReportFile };
         targets.AddRange(figures.Select(f => f.RelativePath));
+        if (methods.Count > 1)
+        {
+            foreach (var (method, _) in methods.Where(m => m.Method != primary))
+                targets.AddRange([MethodFile(UniversalHeadsDocument.MarkdownFile, method), MethodFile(UniversalHeadsDocument.JsonFile, method)]);
+            targets.Add(MethodAgreement.FileName);
+        }
         written.RefuseForeign(targets, force);
         Directory.CreateDirectory(figuresDir);
         written.Begin(targets);
@@ -63,12 +75,34 @@ public static class ReportWriter
         var meansPath = Path.Combine(outDir, ModuleMeansFile);
         ResultsTables.Write(meansPath, modules.SelectMany(ModuleMeanRow.Of));
         tables.AddRange([summaryPath, meansPath]);
+        var agreement = new List<MethodAgreement>();
+        if (methods.Count > 1)
+        {
+            var byMethod = methods.ToDictionary(m => m.Method, m => HeadTable.FromResults(m.Rows));
+            foreach (var (method, _) in methods.Where(m => m.Method != primary))
+            {
+                var sets = UniversalHeads.Find(byMethod[method]);
+                tables.Add(WriteText(outDir, MethodFile(UniversalHeadsDocument.MarkdownFile, method), UniversalHeadsDocument.Markdown(byMethod[method], sets)));
+                tables.Add(WriteText(outDir, MethodFile(UniversalHeadsDocument.JsonFile, method), UniversalHeadsDocument.Json(byMethod[method], sets)));
+            }
+            if (byMethod.TryGetValue(MethodAgreement.Exact, out var exact))
+                foreach (var (method, _) in methods.Where(m => m.Method != MethodAgreement.Exact))
+                    agreement.AddRange(MethodAgreement.Compare(exact, byMethod[method], method));
+            var agreementPath = Path.Combine(outDir, MethodAgreement.FileName);
+            ResultsTables.Write(agreementPath, agreement);
+            tables.Add(agreementPath);
+        }
+
         foreach (var f in figures) File.WriteAllBytes(Path.Combine(outDir, f.RelativePath), f.Png);
 
-        var report = WriteText(outDir, ReportFile, HtmlReport.Build(folder, headTables, universal, baselines, figures));
+        var report = WriteText(outDir, ReportFile, HtmlReport.Build(folder, headTables, universal, baselines, figures, methods.Count > 1 ? primary : null, agreement));
         written.Finish(targets);
         return new ReportFiles(report, tables, figures.Select(f => Path.GetFullPath(Path.Combine(outDir, f.RelativePath))).ToList());
     }
+
+    /// <summary>universal_heads.md of another method: universal_heads.atp.md.</summary>
+    public static string MethodFile(string file, string method) =>
+        Path.GetFileNameWithoutExtension(file) + "." + method + Path.GetExtension(file);
 
     private static RenderedFigure Render(string section, string kind, string model, string task, string mode, string site, HeatmapFigure figure) =>
         new(section, $"{model} / {task}: {site}, {mode} corruption",

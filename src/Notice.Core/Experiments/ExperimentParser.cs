@@ -24,14 +24,17 @@ public static class ExperimentOptions
     public static readonly ExperimentOption Positions = new("--positions", "all, answer, last, a list of token positions, or default: the family's per site (LLaVA heads: last; else all)", "default");
     public static readonly ExperimentOption Samples = new("--samples", "the first N samples of the manifest (default: all; the generated shapes tasks: 240)");
     public static readonly ExperimentOption Compat = new("--compat", "default (masks applied) or original (the NOTICE code's quirks)", "default");
-    public static readonly ExperimentOption Method = new("--method", "exact (one patched run per unit)", "exact");
+    public static readonly ExperimentOption Method = new("--method",
+        "exact (one patched run per unit), atp (attribution patching: a gradient estimate of every unit, one backward pass per sample and mode) or atp+exact (atp, then exact patching of the top units of each table, --confirm-top)", "exact");
+    public static readonly ExperimentOption ConfirmTop = new("--confirm-top",
+        "atp+exact: units of each (sample, mode, site) table confirmed by exact patching, the top by |estimated logit_diff|: a count K, or a fraction such as 0.05", "0.05");
     public static readonly ExperimentOption BatchSize = new("--batch-size", "units per forward pass", "64");
     public static readonly ExperimentOption Noise = new("--noise", "noise mode: the noise's standard deviation as a multiple of the embeddings'", "3");
     public static readonly ExperimentOption Seed = new("--seed", "seed of the noise (and of the generated shapes tasks)", "0");
     public static readonly ExperimentOption DType = new("--dtype", "float32, float16 or bfloat16", "float32");
 
     public static IReadOnlyList<ExperimentOption> All { get; } =
-        [Model, Pairs, Modes, Sites, Layers, Heads, Positions, Samples, Compat, Method, BatchSize, Noise, Seed, DType];
+        [Model, Pairs, Modes, Sites, Layers, Heads, Positions, Samples, Compat, Method, ConfirmTop, BatchSize, Noise, Seed, DType];
 
     /// <summary>The option a command-line word names (its name or an alias), or null.</summary>
     public static ExperimentOption? Find(string word) => All.FirstOrDefault(o => o.Name == word || o.Aliases.Contains(word));
@@ -90,11 +93,8 @@ public static class ExperimentParser
             Heads = heads,
             Positions = PositionSelection.Parse(Get(ExperimentOptions.Positions)!),
             Samples = samples,
-            Method = Get(ExperimentOptions.Method) switch
-            {
-                "exact" => PatchMethod.Exact,
-                var m => throw new ArgumentException($"--method: expected exact, found '{m}'"),
-            },
+            Method = PatchMethods.Parse(Get(ExperimentOptions.Method)!),
+            ConfirmTop = PatchMethods.ParseConfirmTop(Get(ExperimentOptions.ConfirmTop)!),
             DType = VlmModel.ParseDType(Get(ExperimentOptions.DType)!),
             Patching = new PatchingOptions
             {
@@ -129,6 +129,8 @@ public static class ExperimentParser
             if (l < 0 || l >= shape.Layers) throw new ArgumentException($"--layers: layer {l} is out of range: {model} has layers 0..{shape.Layers - 1}");
         foreach (var h in spec.Heads ?? [])
             if (h < 0 || h >= shape.Heads) throw new ArgumentException($"--heads: head {h} is out of range: {model} has heads 0..{shape.Heads - 1}");
+        if (!(spec.ConfirmTop > 0 && double.IsFinite(spec.ConfirmTop) && (spec.ConfirmTop < 1 || spec.ConfirmTop == Math.Floor(spec.ConfirmTop))))
+            throw new ArgumentException($"--confirm-top: expected a count (a positive integer) or a fraction between 0 and 1, found {spec.ConfirmTop}");
         if (spec.Patching.BatchSize < 1) throw new ArgumentException($"--batch-size: expected a positive integer, found {spec.Patching.BatchSize}");
         return spec;
     }

@@ -71,6 +71,13 @@ public enum PatchMethod
 {
     /// <summary>Exact activation patching: one patched forward run per unit.</summary>
     Exact,
+    /// <summary>Attribution patching: every unit's first-order estimate from one corrupt forward and one
+    /// backward pass per (sample, mode) (<see cref="Patching.PatchingEngine{TSample}.Estimate"/>).</summary>
+    Atp,
+    /// <summary>`atp+exact`: attribution patching for every unit, then exact patching of the top units by
+    /// |estimated logit_diff| of each (sample, mode, site) table (<see cref="ExperimentSpec.ConfirmTop"/>);
+    /// rows of both methods.</summary>
+    AtpExact,
 }
 
 /// <summary>
@@ -102,6 +109,9 @@ public sealed record ExperimentSpec
     [Key(10)] public TorchSharp.torch.ScalarType DType { get; init; } = TorchSharp.torch.ScalarType.Float32;
     /// <summary>Where a local run computes (a distributed worker uses its own device).</summary>
     [Key(11)] public string Device { get; init; } = "cpu";
+    /// <summary>atp+exact: the units of each (sample, mode, site) table confirmed by exact patching, the
+    /// top by |estimated logit_diff|: K >= 1 a count, 0 &lt; f &lt; 1 a fraction of the table (rounded up).</summary>
+    [Key(12)] public double ConfirmTop { get; init; } = 0.05;
 
     /// <summary>The model folder's name, as results name the model.</summary>
     [IgnoreMember] public string ModelName => Path.GetFileName(Path.GetFullPath(ModelDir).TrimEnd('/'));

@@ -131,37 +131,45 @@ public sealed class LocalRunner
             {
                 if (run.Baselines.Add((record.Id, mode.Name())))
                     ResultsTables.Append(run.File(ResultsTables.BaselinesCsv), [ResultRows.Baseline(run.Id, run.Model, sample, mode, prepared)]);
-                foreach (var site in pending)
+                var plans = pending.Select(site => (site, units: Plan(run, backend, sample, mode, prepared, site))).Where(x => x.units is not null).ToList();
+                // Attribution patching: every pending table's estimates from one backward pass.
+                UnitResult[]? estimates = run.Spec.Method.Estimates() ? backend.Engine.Estimate(prepared, plans.SelectMany(x => x.units!).ToList()) : null;
+                int offset = 0;
+                foreach (var (site, units) in plans)
                 {
                     if (cancel.IsCancellationRequested) return false;
-                    RunGroup(run, backend, sample, mode, prepared, site);
+                    RunGroup(run, backend, sample, mode, prepared, site, units!, estimates?[offset..(offset + units!.Count)]);
+                    offset += units!.Count;
                 }
             }
         }
         return true;
     }
 
-    /// <summary>One (sample, mode, site) group: its units in batches, appended together, then marked complete.</summary>
-    private static void RunGroup(Run run, PatchingBackend backend, EncodedSample sample, CorruptionMode mode, IPreparedSample prepared, PatchSite site)
+    /// <summary>A (sample, mode, site) group's units, or null when they cannot be planned (a failure is recorded).</summary>
+    private static List<PatchUnit>? Plan(Run run, PatchingBackend backend, EncodedSample sample, CorruptionMode mode, IPreparedSample prepared, PatchSite site)
     {
-        List<PatchUnit> units;
-        try { units = backend.Plan(site, sample, prepared, run.Spec); }
+        try { return backend.Plan(site, sample, prepared, run.Spec); }
         catch (ArgumentException e)
         {
             run.Fail(sample.Record.Id, mode.Name(), site.Name, e);
             run.Failed++;
-            return;
+            return null;
         }
-        var rows = new List<ResultRow>(units.Count);
-        // Units go to the engine as the distributed run's shards hold them (head sites one layer at a
-        // time), so both batch alike and give the same numbers to the last bit.
-        foreach (var shard in UnitPlanner.Shards(site, units))
+    }
+
+    /// <summary>One (sample, mode, site) group by the experiment's method (<see cref="PatchMethods.Run"/>):
+    /// its rows appended together, then marked complete.</summary>
+    private static void RunGroup(Run run, PatchingBackend backend, EncodedSample sample, CorruptionMode mode, IPreparedSample prepared, PatchSite site,
+        List<PatchUnit> units, UnitResult[]? estimates)
+    {
+        int ran = 0;
+        var results = PatchMethods.Run(backend.Engine, prepared, units, run.Spec, estimates, progress: n =>
         {
-            foreach (var r in backend.Engine.Run(prepared, shard))
-                rows.Add(ResultRows.Row(run.Id, run.Model, sample, mode, run.Spec.Method, r));
-            run.Ran += shard.Count;
-            run.Report(rows.Count, $"{sample.Record.Id} {mode.Name()} {site.Name}");
-        }
+            run.Ran += n;
+            run.Report(ran += n, $"{sample.Record.Id} {mode.Name()} {site.Name}");
+        });
+        var rows = results.Select(x => ResultRows.Row(run.Id, run.Model, sample, mode, x.Method, x.Result)).ToList();
         var key = GroupKey(sample.Record.Id, mode.Name(), site.Name);
         ResultsTables.Append(run.File(ResultsTables.ResultsCsv), rows);
         File.AppendAllLines(run.File(CompletedFile), [key]);

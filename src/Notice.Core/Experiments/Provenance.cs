@@ -43,7 +43,8 @@ public static class Provenance
             ["model_files_sha256"] = modelFiles,
             ["pairs"] = spec.PairsPath.Length == 0 ? "" : Path.GetFullPath(spec.PairsPath),
             ["pairs_sha256"] = pairsSha256 ?? Sha256(spec.PairsPath),
-            ["method"] = spec.Method.ToString().ToLowerInvariant(),
+            ["method"] = PatchMethods.Name(spec.Method),
+            ["confirm_top"] = spec.ConfirmTop,
             ["modes"] = new JsonArray(spec.Modes.Select(m => (JsonNode)m.ToString().ToLowerInvariant()).ToArray()),
             ["sites"] = new JsonArray(spec.Sites.Select(s => (JsonNode)s.Name).ToArray()),
             ["layers"] = spec.Layers is null ? "all" : new JsonArray(spec.Layers.Select(l => (JsonNode)l).ToArray()),
@@ -69,7 +70,7 @@ public static class Provenance
         if (File.Exists(path))
         {
             var old = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
-            foreach (var key in new[] { "model_files_sha256", "pairs_sha256", "method", "modes", "layers", "heads", "positions", "compat", "noise_multiple", "noise_seed", "dtype" })
+            foreach (var key in new[] { "model_files_sha256", "pairs_sha256", "method", "confirm_top", "modes", "layers", "heads", "positions", "compat", "noise_multiple", "noise_seed", "dtype" })
             {
                 if (old.ContainsKey(key) && !JsonNode.DeepEquals(old[key], provenance[key]))
                     throw new InvalidOperationException($"{path}: this folder holds a run with another {key} ({old[key]?.ToJsonString()} vs {provenance[key]?.ToJsonString()}); use a new --out to start a different run");

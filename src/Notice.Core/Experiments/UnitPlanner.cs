@@ -46,12 +46,6 @@ public static class UnitPlanner
         return units;
     }
 
-    /// <summary>How a (sample, mode, site)'s units are split into shards: head sites one layer per
-    /// shard (comparable sizes spread over more workers), module sites whole. Local runs hand units to
-    /// the engine in the same pieces, so they batch as the distributed run does.</summary>
-    public static IEnumerable<IReadOnlyList<PatchUnit>> Shards(PatchSite site, IReadOnlyList<PatchUnit> units) =>
-        site.PerHead ? units.GroupBy(u => u.Layer).Select(g => (IReadOnlyList<PatchUnit>)g.ToList()) : [units];
-
     /// <summary>The positions a selection names in a prompt; a position that does not exist or may not
     /// be patched is an error naming it.</summary>
     public static IReadOnlyList<int> Positions(PromptPositions prompt, PositionSelection selection)

@@ -23,4 +23,8 @@ public interface IPatchingEngine : IDisposable
     IPreparedSample Prepare(PatchingInputs inputs, CorruptionMode mode);
     UnitResult[] Run(IPreparedSample sample, IReadOnlyList<PatchUnit> units);
     UnitResult[] RunPlain(IPreparedSample sample, IReadOnlyList<PatchUnit> units);
+    /// <summary>Attribution patching: every unit's estimated metrics from one corrupt forward pass with
+    /// gradients and one backward pass, whatever their sites and layers (see
+    /// <see cref="PatchingEngine{TSample}.Estimate"/>). Results come back in the order of the units.</summary>
+    UnitResult[] Estimate(IPreparedSample sample, IReadOnlyList<PatchUnit> units);
 }

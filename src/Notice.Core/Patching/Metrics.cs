@@ -12,12 +12,19 @@ public sealed record MetricTerms(Tensor Patched, Tensor Clean, Tensor Corrupt, l
     public Tensor CorruptGap => Corrupt[Correct] - Corrupt[Incorrect];
 }
 
+/// <summary>What a metric's attribution-patching estimate reads, per unit [N] (float32): the
+/// first-order estimates of the change in the logit gap L(tau) - L(tau_inc) and in P(tau) when the
+/// unit's clean value replaces its corrupt one, and the sample's baselines.</summary>
+public sealed record EstimateTerms(Tensor GapChange, Tensor ProbChange, SampleBaseline Baseline);
+
 /// <summary>One named metric of a patched run: its column in results, its field in messages and its
 /// entry in reports follow from its place in <see cref="Metrics.All"/>.</summary>
 /// <param name="Name">the column name (snake_case)</param>
 /// <param name="Compute">one value per patched row [N], float32</param>
 /// <param name="Unpatched">its value for the corrupt run itself (the original's low_score)</param>
-public sealed record Metric(string Name, string Description, Func<MetricTerms, Tensor> Compute, Func<SampleBaseline, float> Unpatched);
+/// <param name="Estimate">its first-order estimate (attribution patching), one value per unit [N]; null: NaN</param>
+public sealed record Metric(string Name, string Description, Func<MetricTerms, Tensor> Compute, Func<SampleBaseline, float> Unpatched,
+    Func<EstimateTerms, Tensor>? Estimate = null);
 
 /// <summary>
 /// The NOTICE metrics (design.md §3), in the original's order of operations. A new metric is one
@@ -26,16 +33,20 @@ public sealed record Metric(string Name, string Description, Func<MetricTerms, T
 public static class Metrics
 {
     public static readonly Metric ProbPatched = new("prob_patched", "P'(tau): the correct answer's probability in the patched run",
-        t => t.Patched.softmax(-1).select(1, t.Correct), b => b.ProbCorrupt);
+        t => t.Patched.softmax(-1).select(1, t.Correct), b => b.ProbCorrupt,
+        e => e.ProbChange + e.Baseline.ProbCorrupt);
 
     public static readonly Metric ProbDiff = new("prob_diff", "restoration probability P'(tau) - P*(tau)",
-        t => t.Patched.softmax(-1).select(1, t.Correct) - t.Corrupt.softmax(-1)[t.Correct], _ => 0);
+        t => t.Patched.softmax(-1).select(1, t.Correct) - t.Corrupt.softmax(-1)[t.Correct], _ => 0,
+        e => e.ProbChange);
 
     public static readonly Metric LogitDiff = new("logit_diff", "[L'(tau) - L'(tau_inc)] - [L*(tau) - L*(tau_inc)]",
-        t => t.PatchedGap - t.CorruptGap, _ => 0);
+        t => t.PatchedGap - t.CorruptGap, _ => 0,
+        e => e.GapChange);
 
     public static readonly Metric PatchingEffect = new("patching_effect", "logit_diff / ([L(tau) - L(tau_inc)] - [L*(tau) - L*(tau_inc)])",
-        t => (t.PatchedGap - t.CorruptGap) / (t.CleanGap - t.CorruptGap), _ => 0);
+        t => (t.PatchedGap - t.CorruptGap) / (t.CleanGap - t.CorruptGap), _ => 0,
+        e => e.GapChange / (e.Baseline.LogitGapClean - e.Baseline.LogitGapCorrupt));
 
     public static IReadOnlyList<Metric> All { get; } = [ProbPatched, ProbDiff, LogitDiff, PatchingEffect];
 

@@ -29,4 +29,19 @@ public static class MetricsCalculator
         for (int r = 0; r < result.Length; r++) result[r] = new PatchMetrics(data[(k * r)..(k * (r + 1))]);
         return result;
     }
+
+    /// <summary>Attribution patching's estimates of every metric for N units, from the first-order
+    /// changes of the logit gap and of P(tau) [N]; a metric without an estimate is NaN.</summary>
+    public static PatchMetrics[] Estimates(Tensor gapChange, Tensor probChange, SampleBaseline baseline)
+    {
+        using var scope = NewDisposeScope();
+        var terms = new EstimateTerms(gapChange.to(ScalarType.Float32).cpu(), probChange.to(ScalarType.Float32).cpu(), baseline);
+        long n = terms.GapChange.shape[0];
+        var stacked = stack(Metrics.All.Select(m => m.Estimate is { } e ? e(terms) : full(n, float.NaN)).ToArray(), 1);   // [N, metrics]
+        var data = stacked.data<float>().ToArray();
+        int k = Metrics.All.Count;
+        var result = new PatchMetrics[n];
+        for (int r = 0; r < result.Length; r++) result[r] = new PatchMetrics(data[(k * r)..(k * (r + 1))]);
+        return result;
+    }
 }

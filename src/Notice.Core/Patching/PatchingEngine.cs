@@ -44,6 +44,13 @@ public abstract class PatchingEngine<TSample> : IPatchingEngine where TSample : 
     public abstract int NumLayers { get; }
     public abstract int NumHeads { get; }
 
+    /// <summary>Stops every parameter of <paramref name="model"/> requiring grad: an engine only infers,
+    /// and attribution patching's graph starts at the hook points (<see cref="Estimate"/>).</summary>
+    protected static void Freeze(torch.nn.Module model)
+    {
+        foreach (var p in model.parameters()) p.requires_grad = false;
+    }
+
     /// <summary>The sites this family patches.</summary>
     public abstract IReadOnlyList<PatchSite> Sites { get; }
 
@@ -182,6 +189,64 @@ public abstract class PatchingEngine<TSample> : IPatchingEngine where TSample : 
     protected abstract Tensor PatchedLogits(TSample sample, int layer, long start, int rows, HookContext patches);
 
     /// <summary>
+    /// Attribution patching (AtP; Nanda 2023, Kramár et al. 2024): for every unit, the first-order
+    /// estimate of its patched run's metrics, (a_clean - a_corrupt) · dM/da at the corrupt run, summed
+    /// over the unit's slice (its position, and its head for head sites), where a is the activation at
+    /// the unit's route target. One corrupt forward pass with gradients, from the lowest layer asked
+    /// (and, for a causal decoder, the earliest position) on, in two rows (row 0 differentiates the
+    /// logit gap M = L(tau) - L(tau_inc), row 1 P(tau)), and one backward pass, for all units of all
+    /// sites. Model parameters never require grad: the graph starts at the hook points. Estimates:
+    /// logit_diff = ΔM, patching_effect = ΔM / (clean gap - corrupt gap), prob_diff = ΔP and
+    /// prob_patched = P*(tau) + ΔP (first order, through the softmax). Results come back in the order
+    /// of <paramref name="units"/>.
+    /// </summary>
+    public UnitResult[] Estimate(TSample sample, IReadOnlyList<PatchUnit> units)
+    {
+        Validate(sample, units);
+        if (units.Count == 0) return [];
+        using var span = NoticeTelemetry.Source.StartActivity("attribution patching");
+        span?.SetTag("notice.units", units.Count);
+        using var scope = torch.NewDisposeScope();
+        using var grad = torch.enable_grad();
+        var positions = units.Select(u => sample.SequencePosition(u.Position)).ToArray();
+        long start = RecomputeFrom(sample, positions);
+        int layer = units.Min(u => u.Layer);
+        var routes = units.Select(u => Route(u.Site, u.Layer)).ToArray();
+        var targets = routes.Select(r => r.Target).Distinct().ToArray();
+        using var hooks = new HookContext().RecordForGrad(targets);
+        var logits = PatchedLogits(sample, layer, start, 2, hooks);                   // [2, V], both rows the corrupt run
+        long correct = sample.Inputs.CorrectId, incorrect = sample.Inputs.IncorrectId;
+        var gap = logits[0, correct] - logits[0, incorrect];
+        var prob = logits[1].to(ScalarType.Float32).softmax(-1)[correct];
+        var grads = hooks.Gradients(gap.to(ScalarType.Float32) + prob, targets);        // per target [2, S - start, ...]
+        var gradOf = targets.Select((t, i) => (t, g: grads[i])).ToDictionary(x => x.t, x => x.g);
+
+        var gapChange = torch.zeros(units.Count, dtype: ScalarType.Float64);
+        var probChange = torch.zeros(units.Count, dtype: ScalarType.Float64);
+        foreach (var group in units.Select((u, r) => (u, r, route: routes[r])).GroupBy(x => (x.route.Target, x.route.Source, x.u.Site.PerHead)))
+        {
+            var (target, source, perHead) = group.Key;
+            var clean = sample.Clean.Cache[source][0];                                   // [S, D] or [S, H, Dh]
+            var live = hooks.Live[target].detach();                                      // [2, S - start, ...]
+            var g = gradOf[target];
+            var pos = torch.tensor(group.Select(x => positions[x.r]).ToArray(), device: clean.device);
+            var rel = torch.tensor(group.Select(x => positions[x.r] - start).ToArray(), device: live.device);
+            Tensor Gather(Tensor t, Tensor at) => perHead
+                ? t.index(TensorIndex.Tensor(at), TensorIndex.Tensor(torch.tensor(group.Select(x => (long)x.u.Head).ToArray(), device: t.device)))
+                : t.index_select(0, at);
+            var values = Gather(clean, pos);                                             // [n, D], [n, H, Dh] or [n, Dh]
+            var corrupt = Gather(live[0], rel);
+            if (!perHead && corrupt.dim() == 3 && values.dim() == 2) values = values.view(values.shape[0], NumHeads, -1);
+            var delta = (values.to(ScalarType.Float64, corrupt.device) - corrupt.to(ScalarType.Float64)).flatten(1);   // [n, slice]
+            var index = torch.tensor(group.Select(x => (long)x.r).ToArray());
+            gapChange.index_copy_(0, index, (delta * Gather(g[0], rel).to(ScalarType.Float64).flatten(1)).sum(1).cpu());
+            probChange.index_copy_(0, index, (delta * Gather(g[1], rel).to(ScalarType.Float64).flatten(1)).sum(1).cpu());
+        }
+        var metrics = MetricsCalculator.Estimates(gapChange, probChange, sample.Baseline);
+        return units.Select((u, r) => new UnitResult(u, metrics[r])).ToArray();
+    }
+
+    /// <summary>
     /// The plain path: for each unit, the whole model again as the original trace_with_patch runs it
     /// (<see cref="PlainLogits"/>). Slow on purpose: the reference every fast-path optimisation is
     /// checked against. Results come back in the order of <paramref name="units"/>.
@@ -230,6 +295,7 @@ public abstract class PatchingEngine<TSample> : IPatchingEngine where TSample : 
     IPreparedSample IPatchingEngine.Prepare(PatchingInputs inputs, CorruptionMode mode) => Prepare(inputs, mode);
     UnitResult[] IPatchingEngine.Run(IPreparedSample sample, IReadOnlyList<PatchUnit> units) => Run(Own(sample), units);
     UnitResult[] IPatchingEngine.RunPlain(IPreparedSample sample, IReadOnlyList<PatchUnit> units) => RunPlain(Own(sample), units);
+    UnitResult[] IPatchingEngine.Estimate(IPreparedSample sample, IReadOnlyList<PatchUnit> units) => Estimate(Own(sample), units);
 
     private static TSample Own(IPreparedSample sample) =>
         sample as TSample ?? throw new ArgumentException($"a {sample.GetType().Name} was prepared by another engine", nameof(sample));

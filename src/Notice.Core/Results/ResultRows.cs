@@ -10,8 +10,9 @@ namespace Notice.Core.Results;
 /// </summary>
 public static class ResultRows
 {
-    /// <summary>The method's name in results: `exact`, ...</summary>
-    public static string Name(this PatchMethod method) => method.ToString().ToLowerInvariant();
+    /// <summary>The method's name as users type it and results carry it: `exact`, `atp`, `atp+exact`
+    /// (whose rows carry `atp` or `exact`).</summary>
+    public static string Name(this PatchMethod method) => PatchMethods.Name(method);
 
     public static ResultRow Row(string run, string model, EncodedSample sample, CorruptionMode mode, PatchMethod method, UnitResult r) => new()
     {

@@ -196,11 +196,11 @@ public sealed class BlipTextDecoder : nn.Module
 
     private sealed class Predictions : nn.Module
     {
-        public Parameter Bias { get; }
+        /// <summary>The registered bias (converting the module, m.to(dtype), replaces the parameter object).</summary>
+        public Parameter Bias => get_parameter("bias")!;
 
         public Predictions(Linear transform, LayerNorm norm, Linear decoder, Parameter bias) : base("predictions")
         {
-            Bias = bias;
             register_module("transform", new Transform(transform, norm));
             register_module("decoder", decoder);
             register_parameter("bias", bias);

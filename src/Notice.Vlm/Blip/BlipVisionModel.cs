@@ -69,9 +69,10 @@ internal sealed class BlipVisionEmbeddings : nn.Module
     {
         long b = pixelValues.shape[0];
         var patches = _patchEmbedding.forward(pixelValues.to(_patchEmbedding.weight!.dtype)).flatten(2).transpose(1, 2);
-        var cls = _classEmbedding.expand(b, 1, -1).to(patches.dtype);
+        // The registered parameters, not the fields: converting the module (m.to(dtype)) replaces them.
+        var cls = get_parameter("class_embedding")!.expand(b, 1, -1).to(patches.dtype);
         var x = torch.cat(new[] { cls, patches }, 1);
-        return x + _positionEmbedding.narrow(1, 0, x.shape[1]).to(x.dtype);
+        return x + get_parameter("position_embedding")!.narrow(1, 0, x.shape[1]).to(x.dtype);
     }
 }
 

@@ -25,6 +25,8 @@ public sealed class HookContext : IDisposable
     private Func<string, bool>? _recordWhere;
     private readonly Dictionary<string, List<Func<Tensor, Tensor>>> _edits = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Tensor> _cache = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _forGrad = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Tensor> _live = new(StringComparer.Ordinal);
 
     /// <summary>Recorded activations (detached copies, owned by this context until it is disposed).</summary>
     public IReadOnlyDictionary<string, Tensor> Cache => _cache;
@@ -40,6 +42,35 @@ public sealed class HookContext : IDisposable
         var previous = _recordWhere;
         _recordWhere = previous is null ? predicate : n => previous(n) || predicate(n);
         return this;
+    }
+
+    /// <summary>
+    /// Keeps the live activation at each of <paramref name="names"/> (not a copy) so that gradients
+    /// can be taken with respect to it after the pass (<see cref="Gradients"/>): attribution patching.
+    /// An activation that does not require grad yet (nothing before it does: model parameters never
+    /// require grad) is made a leaf that does, so the pass records a graph from the first such hook
+    /// point on and nothing upstream of it. Run the pass with gradients enabled (torch.enable_grad()).
+    /// The context holds the live tensors (out of any dispose scope) until it is disposed.
+    /// </summary>
+    public HookContext RecordForGrad(params string[] names)
+    {
+        foreach (var n in names) _forGrad.Add(n);
+        return this;
+    }
+
+    /// <summary>The live activations kept by <see cref="RecordForGrad"/> (part of the autograd graph).</summary>
+    public IReadOnlyDictionary<string, Tensor> Live => _live;
+
+    /// <summary>
+    /// d<paramref name="output"/>/d(activation) at each of <paramref name="names"/> (recorded with
+    /// <see cref="RecordForGrad"/>), shaped like the activation, from one backward pass. The output
+    /// must depend on each of them (an error otherwise).
+    /// </summary>
+    public Tensor[] Gradients(Tensor output, IReadOnlyList<string> names)
+    {
+        var inputs = names.Select(n => _live.TryGetValue(n, out var t) ? t
+            : throw new KeyNotFoundException($"hook point '{n}' was not reached by the pass that recorded it for gradients")).ToArray();
+        return torch.autograd.grad([output], inputs).ToArray();
     }
 
     /// <summary>Replaces the activation at <paramref name="name"/> with what <paramref name="edit"/> returns
@@ -76,7 +107,7 @@ public sealed class HookContext : IDisposable
         });
     }
 
-    public bool Wants(string name) => _edits.ContainsKey(name) || _record.Contains(name) || (_recordWhere?.Invoke(name) ?? false);
+    public bool Wants(string name) => _edits.ContainsKey(name) || _record.Contains(name) || _forGrad.Contains(name) || (_recordWhere?.Invoke(name) ?? false);
 
     /// <summary>Called by models at each hook point.</summary>
     public Tensor Run(string name, Tensor x)
@@ -89,6 +120,15 @@ public sealed class HookContext : IDisposable
             var copy = x.detach().clone();
             copy.DetachFromDisposeScope();
             _cache[name] = copy;
+        }
+        if (_forGrad.Contains(name))
+        {
+            if (!x.requires_grad) x = x.detach().requires_grad_(true);
+            // Models free their intermediates with dispose scopes; the context keeps this handle alive
+            // until it is disposed (the tensor flows on unchanged).
+            x.DetachFromDisposeScope();
+            if (_live.Remove(name, out var old) && !ReferenceEquals(old, x)) old.Dispose();
+            _live[name] = x;
         }
         return x;
     }
@@ -104,6 +144,8 @@ public sealed class HookContext : IDisposable
     {
         foreach (var t in _cache.Values) t.Dispose();
         _cache.Clear();
+        foreach (var t in _live.Values) t.Dispose();
+        _live.Clear();
     }
 }
 

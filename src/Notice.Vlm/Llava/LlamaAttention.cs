@@ -92,7 +92,7 @@ public sealed class LlamaAttention : nn.Module
         // Softmax in float32, as transformers does. The mask is added in float32 as well, so that a
         // query whose keys are all masked (a left-padding row) stays finite in half precision.
         var dtype = scores.dtype;
-        scores = scores.to(ScalarType.Float32);
+        scores = scores.to(dtype == ScalarType.Float64 ? dtype : ScalarType.Float32);   // float64 stays float64 (gradient checks)
         if (mask is not null) scores = scores + mask;
         return hooks.At(_patternHook, scores.softmax(-1).to(dtype));
     }

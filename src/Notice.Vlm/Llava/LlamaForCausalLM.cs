@@ -19,6 +19,11 @@ public sealed class LlamaForCausalLM : nn.Module
         register_module("lm_head", _lmHead);
     }
 
-    /// <summary>Logits over every vocabulary row of final-normed hidden states, in float32 (as transformers returns them).</summary>
-    public Tensor Logits(Tensor lastHiddenState) => _lmHead.forward(lastHiddenState).to(ScalarType.Float32);
+    /// <summary>Logits over every vocabulary row of final-normed hidden states, in float32 (as transformers returns them;
+    /// a float64 model's stay float64).</summary>
+    public Tensor Logits(Tensor lastHiddenState)
+    {
+        var logits = _lmHead.forward(lastHiddenState);
+        return logits.dtype == ScalarType.Float64 ? logits : logits.to(ScalarType.Float32);
+    }
 }

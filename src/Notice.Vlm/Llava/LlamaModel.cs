@@ -179,7 +179,7 @@ internal sealed class RmsNorm : nn.Module
 
     public Tensor Forward(Tensor x)
     {
-        var h = x.to(ScalarType.Float32);
+        var h = x.to(x.dtype == ScalarType.Float64 ? x.dtype : ScalarType.Float32);   // float64 stays float64
         var variance = h.pow(2).mean(new long[] { -1 }, keepdim: true);
         return _weight * (h * torch.rsqrt(variance + _eps)).to(x.dtype);
     }

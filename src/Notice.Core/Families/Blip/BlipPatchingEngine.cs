@@ -24,6 +24,7 @@ public sealed class BlipPatchingEngine : PatchingEngine<BlipPreparedSample>
     public BlipPatchingEngine(BlipForQuestionAnswering model, PatchingOptions? options = null, IReadOnlyList<PatchSite>? sites = null) : base(options)
     {
         _model = model;
+        Freeze(model);
         Sites = sites ?? BlipSites.All;
         _images = new ImageCache<(Tensor Embeds, CrossKeyValues[] Kv)>(Options.ImageCacheSize, state =>
         {

@@ -28,6 +28,7 @@ public sealed class LlavaPatchingEngine : CausalPatchingEngine<LlavaPreparedSamp
     public LlavaPatchingEngine(LlavaForConditionalGeneration model, PatchingOptions? options = null, IReadOnlyList<PatchSite>? sites = null) : base(options)
     {
         _model = model;
+        Freeze(model);
         Sites = sites ?? LlavaSites.All;
         _features = new ImageCache<Tensor>(Options.ImageCacheSize, t => t.Dispose());
     }

@@ -1,0 +1,357 @@
+using Notice.Core.Analysis;
+using Notice.Core.Experiments;
+using Notice.Core.Families.Blip;
+using Notice.Core.Families.Llava;
+using Notice.Core.Patching;
+using Notice.Core.Results;
+using Notice.Core.Tasks;
+using Notice.Distributed;
+using Notice.Vlm.Blip;
+using Notice.Vlm.Checkpoints;
+using Notice.Vlm.Hooks;
+using Notice.Vlm.Llava;
+using TorchSharp;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace Notice.Tests;
+
+/// <summary>
+/// Attribution patching (--method atp, atp+exact): the engine's estimates are the directional
+/// derivatives of the corrupt run along each unit's clean - corrupt difference (central finite
+/// differences, float64 on both tiny fixtures), exact patching of a_corrupt + eps (a_clean - a_corrupt)
+/// approaches eps x the estimate, parameters never require grad, and atp+exact's exact rows are
+/// --method exact's.
+/// </summary>
+public sealed class AttributionPatchingTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _out = Directory.CreateTempSubdirectory("notice-atp-").FullName;
+
+    public void Dispose() => Directory.Delete(_out, recursive: true);
+
+    private static readonly Lazy<BlipForQuestionAnswering> Blip64 = new(() => BlipForQuestionAnswering.Load(Fixtures.BlipTiny, ScalarType.Float64));
+    private static readonly Lazy<LlavaVqa> Llava64 = new(() => LlavaVqa.Load(Fixtures.LlavaTiny, ScalarType.Float64));
+
+    /// <summary>The corrupt run's logit gap and P(tau), with <paramref name="hooks"/>.</summary>
+    private delegate (double Gap, double Prob) CorruptRun(HookContext hooks);
+
+    /// <summary>A prepared sample with a way to rerun its corrupt pass with edits, over one engine.</summary>
+    private sealed record Case(IPatchingEngine Engine, PreparedSample Sample, CorruptRun Run, IReadOnlyList<PatchUnit> Units, torch.nn.Module Model) : IDisposable
+    {
+        public void Dispose() => Sample.Dispose();
+    }
+
+    private static (double, double) Read(Tensor logits, PreparedSample s)
+    {
+        var z = logits.to(ScalarType.Float64).flatten();
+        return ((z[s.Inputs.CorrectId] - z[s.Inputs.IncorrectId]).item<double>(), z.softmax(-1)[s.Inputs.CorrectId].item<double>());
+    }
+
+    private static Case BlipCase(string key, BlipPatchingEngine engine)
+    {
+        using var f = SafeTensorsFile.Open(Path.Combine(Fixtures.BlipTiny, "notice_patching.safetensors"));
+        var (inputs, mode) = BlipPatchingParityTests.FixtureInputs(f, key);
+        var sample = engine.Prepare(inputs, mode);
+        var model = Blip64.Value;
+        CorruptRun run = hooks =>
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            return Read(model.FirstStepLogits(model.EncodeQuestion(sample.CorruptIds, null, sample.CorruptKv, hooks)), sample);
+        };
+        int last = sample.Positions - 1, layers = engine.NumLayers;
+        var units = new List<PatchUnit>();
+        foreach (var site in BlipSites.All)
+            foreach (var layer in new[] { 0, layers - 1 })
+                foreach (var pos in new[] { 0, last / 2, last })
+                    units.Add(new PatchUnit(site, layer, site.PerHead ? (pos + layer) % engine.NumHeads : -1, pos));
+        return new Case(engine, sample, run, units, model);
+    }
+
+    private static Case LlavaCase(int record, CorruptionMode mode, LlavaPatchingEngine engine)
+    {
+        var vqa = Llava64.Value;
+        var pairs = Path.Combine(Fixtures.LlavaTiny, "pairs.jsonl");
+        var encoded = new LlavaSampleEncoder(vqa, pairs).Encode(PairsManifest.Read(pairs)[record]);
+        var sample = engine.Prepare(encoded.Inputs, mode);
+        var pixels = mode == CorruptionMode.Image ? encoded.Inputs.CorruptImage!.Pixels : encoded.Inputs.CleanImage.Pixels;
+        CorruptRun run = hooks =>
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            return Read(vqa.Model.AnswerLogits(pixels, sample.CorruptIds, null, hooks), sample);
+        };
+        int last = sample.Positions - 1, layers = engine.NumLayers, image = sample.Layout.ImagePosition;
+        var units = new List<PatchUnit>();
+        foreach (var site in LlavaSites.All)
+            foreach (var layer in new[] { 0, layers - 1 })
+                foreach (var pos in new[] { image - 1, last - 2, last })
+                    units.Add(new PatchUnit(site, layer, site.PerHead ? (pos + layer) % engine.NumHeads : -1, pos));
+        return new Case(engine, sample, run, units, vqa.Model);
+    }
+
+    /// <summary>Where a unit's value sits in its hook point of the full corrupt run (default routes).</summary>
+    private static (string Hook, long Pos, int Head) Slot(Case c, PatchUnit u) => (u.Site.Hook(u.Layer), c.Sample.SequencePosition(u.Position), u.Head);
+
+    private static Tensor At(Tensor x, long pos, int head) => head < 0 ? x[0, pos] : x[0, pos, head];
+
+    /// <summary>a_clean - a_corrupt at the unit's slice.</summary>
+    private static Tensor Delta(Case c, PatchUnit u)
+    {
+        var (hook, pos, head) = Slot(c, u);
+        using var corrupt = new HookContext().Record(hook);
+        c.Run(corrupt);
+        return At(c.Sample.Clean.Cache[hook], pos, head) - At(corrupt.Cache[hook], pos, head);
+    }
+
+    /// <summary>The corrupt run with the unit's slice moved by s x delta.</summary>
+    private static (double Gap, double Prob) Shifted(Case c, PatchUnit u, Tensor delta, double s)
+    {
+        var (hook, pos, head) = Slot(c, u);
+        using var hooks = new HookContext().Edit(hook, x =>
+        {
+            At(x, pos, head).add_(delta.to(x.dtype) * s);
+            return x;
+        });
+        return c.Run(hooks);
+    }
+
+    public static TheoryData<string> Cases => new() { "blip shapes.image", "blip shapes.text", "blip faces.image", "llava 0 image", "llava 1 text" };
+
+    private static Case Make(string name)
+    {
+        var w = name.Split(' ');
+        return w[0] == "blip"
+            ? BlipCase(w[1], new BlipPatchingEngine(Blip64.Value))
+            : LlavaCase(int.Parse(w[1]), ExperimentParser.ParseMode(w[2]), new LlavaPatchingEngine(Llava64.Value.Model));
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void EstimatesAreCentralFiniteDifferencesInFloat64(string name)
+    {
+        using var c = Make(name);
+        using var engine = c.Engine;
+        var estimates = engine.Estimate(c.Sample, c.Units);
+        Assert.Equal(c.Units, estimates.Select(r => r.Unit));
+        const double h = 1e-4;
+        double worst = 0, worstProb = 0;
+        foreach (var r in estimates)
+        {
+            using var scope = NewDisposeScope();
+            var delta = Delta(c, r.Unit);
+            var (gapUp, probUp) = Shifted(c, r.Unit, delta, h);
+            var (gapDown, probDown) = Shifted(c, r.Unit, delta, -h);
+            double fd = (gapUp - gapDown) / (2 * h), fdProb = (probUp - probDown) / (2 * h);
+            worst = Math.Max(worst, Math.Abs(fd - r.Metrics.LogitDiff) / (1 + Math.Abs(fd)));
+            worstProb = Math.Max(worstProb, Math.Abs(fdProb - r.Metrics.ProbDiff));
+            Assert.Equal(c.Sample.Baseline.ProbCorrupt + r.Metrics.ProbDiff, r.Metrics.ProbPatched, 1e-6);
+            Assert.Equal(r.Metrics.LogitDiff / (c.Sample.Baseline.LogitGapClean - c.Sample.Baseline.LogitGapCorrupt), r.Metrics.PatchingEffect, 1e-5);
+        }
+        output.WriteLine($"{name}: {estimates.Length} units, largest |fd - estimate| / (1 + |fd|): logit gap {worst:E2}, P(tau) {worstProb:E2}");
+        Assert.True(worst < 1e-5, $"logit gap: {worst}");
+        Assert.True(worstProb < 1e-6, $"P(tau): {worstProb}");
+        Assert.Contains(estimates, r => Math.Abs(r.Metrics.LogitDiff) > 1e-3);   // not all trivially zero
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void ExactEffectOfASmallPatchTendsToEpsTimesTheEstimate(string name)
+    {
+        using var c = Make(name);
+        using var engine = c.Engine;
+        var estimates = engine.Estimate(c.Sample, c.Units);
+        var exact = engine.Run(c.Sample, c.Units);
+        var (gap0, _) = c.Run(new HookContext());
+        foreach (var site in c.Units.Select(u => u.Site).Distinct())
+        {
+            using var scope = NewDisposeScope();
+            var r = estimates.Where(x => x.Unit.Site == site).MaxBy(x => Math.Abs(x.Metrics.LogitDiff))!;
+            var delta = Delta(c, r.Unit);
+            // eps = 1 is the exact patch itself
+            var full = Shifted(c, r.Unit, delta, 1).Gap - gap0;
+            Assert.Equal(exact[c.Units.ToList().IndexOf(r.Unit)].Metrics.LogitDiff, full, 1e-4);
+            var errors = new List<double>();
+            foreach (var eps in new[] { 1e-1, 1e-2, 1e-3 })
+                errors.Add(Math.Abs((Shifted(c, r.Unit, delta, eps).Gap - gap0) / (eps * r.Metrics.LogitDiff) - 1));
+            output.WriteLine($"{name} {r.Unit}: estimate {r.Metrics.LogitDiff:F4}, exact {full:F4}; |ratio - 1| at eps 1e-1, 1e-2, 1e-3: {string.Join(", ", errors.Select(e => e.ToString("E2")))}");
+            Assert.True(errors[2] < 1e-2, $"{r.Unit}: {errors[2]}");
+            Assert.True(errors[2] <= errors[0] + 1e-9, $"{r.Unit}: {string.Join(", ", errors)}");
+        }
+    }
+
+    [Fact]
+    public void ParametersNeverRequireGradAndGetNoGradient()
+    {
+        using var c = Make("blip shapes.image");
+        using var engine = c.Engine;
+        engine.Estimate(c.Sample, c.Units);
+        Assert.All(c.Model.parameters(), p =>
+        {
+            Assert.False(p.requires_grad);
+            Assert.True(p.grad is null);
+        });
+    }
+
+    [Fact]
+    public void OneEstimateOverManySitesEqualsEstimatesSiteBySite()
+    {
+        using var c = Make("llava 0 image");
+        using var engine = c.Engine;
+        var together = engine.Estimate(c.Sample, c.Units);
+        foreach (var group in c.Units.GroupBy(u => u.Site))
+        {
+            var alone = engine.Estimate(c.Sample, group.ToList());
+            foreach (var r in alone)
+                Assert.Equal(together.Single(x => x.Unit == r.Unit).Metrics.LogitDiff, r.Metrics.LogitDiff, 1e-5);
+        }
+    }
+
+    private static ExperimentSpec Spec(PatchMethod method, double confirmTop = 0.05) => new()
+    {
+        ModelDir = Fixtures.BlipTiny,
+        PairsPath = Path.Combine(Fixtures.BlipTiny, "pairs.jsonl"),
+        Modes = [CorruptionMode.Image, CorruptionMode.Text],
+        Sites = [BlipSites.Mlp, BlipSites.CrossHeads],
+        Patching = new PatchingOptions { BatchSize = 5 },
+        Method = method,
+        ConfirmTop = confirmTop,
+    };
+
+    private async Task<List<ResultRow>> RowsAsync(ExperimentSpec spec, string name)
+    {
+        var dir = Path.Combine(_out, name);
+        var summary = await new LocalRunner().RunAsync(spec, dir, null, CancellationToken.None);
+        Assert.True(summary.Completed);
+        return ResultsTables.Read<ResultRow>(Path.Combine(dir, ResultsTables.ResultsCsv));
+    }
+
+    [Fact]
+    public async Task AtpPlusExactConfirmsTheTopUnitsWithExactRows()
+    {
+        var exact = await RowsAsync(Spec(PatchMethod.Exact), "exact");
+        var both = await RowsAsync(Spec(PatchMethod.AtpExact, 3), "both");
+        var atp = await RowsAsync(Spec(PatchMethod.Atp), "atp");
+
+        var atpRows = both.Where(r => r.Method == "atp").ToList();
+        Assert.Equal(exact.Count, atpRows.Count);
+        Assert.Equal(exact.Count, atp.Count);
+        Assert.All(atp, r => Assert.Equal("atp", r.Method));
+        var atpByKey = atp.ToDictionary(r => r.Key);
+        foreach (var r in atpRows)
+            Assert.Equal(atpByKey[r.Key].LogitDiff, r.LogitDiff, 1e-5);
+
+        var exactByKey = exact.ToDictionary(r => (r.Sample, r.Mode, r.Site, r.Layer, r.Head, r.Position));
+        var confirmed = both.Where(r => r.Method == "exact").ToList();
+        foreach (var table in confirmed.GroupBy(r => (r.Sample, r.Mode, r.Site)))
+        {
+            Assert.Equal(3, table.Count());
+            // the top 3 by |estimated logit_diff| of that table
+            var top = atpRows.Where(r => (r.Sample, r.Mode, r.Site) == table.Key).OrderByDescending(r => Math.Abs(r.LogitDiff)).Take(3)
+                .Select(r => (r.Layer, r.Head, r.Position)).ToHashSet();
+            Assert.Equal(top, table.Select(r => (r.Layer, r.Head, r.Position)).ToHashSet());
+            foreach (var r in table)
+            {
+                var e = exactByKey[(r.Sample, r.Mode, r.Site, r.Layer, r.Head, r.Position)];
+                for (int k = 0; k < r.Values.Length; k++) Assert.Equal(e.Values[k], r.Values[k], 1e-4);   // float32, other batches
+            }
+        }
+        Assert.Equal(2 * 2 * 2, confirmed.GroupBy(r => (r.Sample, r.Mode, r.Site)).Count());
+        var provenance = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(_out, "both", Provenance.FileName)))!;
+        Assert.Equal("atp+exact", provenance["method"]!.GetValue<string>());
+
+        // A worker's layer shards give the local run's rows: estimates from one backward pass over the
+        // whole experiment, confirmed units chosen from the whole (sample, mode, site) table.
+        var spec = Spec(PatchMethod.AtpExact, 3);
+        var pairs = Path.Combine(Fixtures.BlipTiny, "pairs.jsonl");
+        var record = PairsManifest.Resolve(pairs, PairsManifest.Read(pairs)[0]);
+        var message = new SampleMessage
+        {
+            Id = record.Id, Task = record.Task, Category = record.Category, Prompt = record.Prompt, CorruptPrompt = record.CorruptPrompt,
+            Answer = record.Answer, WrongAnswer = record.WrongAnswer, ImageName = record.Image, Image = File.ReadAllBytes(record.Image),
+            CorruptImageName = record.CorruptImage, CorruptImage = File.ReadAllBytes(record.CorruptImage),
+        };
+        using var runner = new ShardRunner(new RunSpecMessage { RunId = "r", Experiment = spec });
+        var shardRows = new List<ResultRow>();
+        foreach (var layer in new[] { 0, 1 })
+            shardRows.AddRange(runner.Run(new ShardMessage { ShardId = $"s{layer}", SampleId = record.Id, Mode = CorruptionMode.Image, Site = BlipSites.CrossHeads, Layer = layer }, message, "w").Rows);
+        var local = both.Where(r => r.Sample == record.Id && r.Mode == "image" && r.Site == BlipSites.CrossHeads.Name).ToDictionary(r => r.Key);
+        Assert.Equal(local.Count, shardRows.Count);
+        foreach (var r in shardRows)
+            Assert.Equal(local[r.Key].LogitDiff, r.LogitDiff, 1e-5);
+    }
+
+    [Fact]
+    public void MethodAndConfirmTopAreParsed()
+    {
+        var pairs = Path.Combine(Fixtures.BlipTiny, "pairs.jsonl");
+        ExperimentSpec Parse(params string[] kv)
+        {
+            var values = new Dictionary<string, string?> { ["--model"] = Fixtures.BlipTiny, ["--pairs"] = pairs };
+            for (int i = 0; i < kv.Length; i += 2) values[kv[i]] = kv[i + 1];
+            return ExperimentParser.Parse(values);
+        }
+        Assert.Equal(PatchMethod.Exact, Parse().Method);
+        Assert.Equal(0.05, Parse().ConfirmTop);
+        Assert.Equal(PatchMethod.Atp, Parse("--method", "atp").Method);
+        var spec = Parse("--method", "atp+exact", "--confirm-top", "7");
+        Assert.Equal((PatchMethod.AtpExact, 7.0), (spec.Method, spec.ConfirmTop));
+        Assert.Equal(0.1, Parse("--confirm-top", "0.1").ConfirmTop);
+        Assert.StartsWith("--method: expected exact, atp or atp+exact", Assert.Throws<ArgumentException>(() => Parse("--method", "grad")).Message);
+        foreach (var bad in new[] { "0", "-1", "1.5", "x" })
+            Assert.StartsWith("--confirm-top:", Assert.Throws<ArgumentException>(() => Parse("--confirm-top", bad)).Message);
+        var wire = Wire.Read<RunSpecMessage>(Wire.Write(new RunSpecMessage { RunId = "r", Experiment = spec }));
+        Assert.Equal((PatchMethod.AtpExact, 7.0), (wire.Experiment.Method, wire.Experiment.ConfirmTop));
+        Assert.Equal(3, PatchMethods.ConfirmCount(60, 0.05));
+        Assert.Equal(1, PatchMethods.ConfirmCount(10, 0.05));
+        Assert.Equal(10, PatchMethods.ConfirmCount(10, 50));
+    }
+
+    [Fact]
+    public void SpearmanRanksWithTies()
+    {
+        Assert.Equal(1, MethodAgreement.Rank([1, 2, 3, 4], [10, 20, 30, 41]), 12);
+        Assert.Equal(-1, MethodAgreement.Rank([1, 2, 3, 4], [4, 3, 2, 1]), 12);
+        // x ranks 1, 2.5, 2.5, 4 against 1, 2, 3, 4: Pearson of the ranks
+        Assert.Equal(0.9486832980505138, MethodAgreement.Rank([1, 2, 2, 3], [1, 2, 3, 4]), 12);
+        Assert.True(double.IsNaN(MethodAgreement.Rank([1, 1, 1], [1, 2, 3])));
+    }
+
+    /// <summary>Head rows of one model: two tasks, two modes, 2 layers x 4 heads, two samples; L1H2 stands out.</summary>
+    private static List<ResultRow> HeadRows(string method, Func<double, double> transform)
+    {
+        var rows = new List<ResultRow>();
+        foreach (var task in new[] { "t1", "t2" })
+            foreach (var mode in new[] { "image", "text" })
+                foreach (var sample in new[] { "s1", "s2" })
+                    for (int l = 0; l < 2; l++)
+                        for (int h = 0; h < 4; h++)
+                        {
+                            double v = l == 1 && h == 2 ? 5 : 0.1 * (l * 4 + h) + (sample == "s1" ? 0.01 : 0);
+                            float t = (float)transform(v);
+                            rows.Add(new ResultRow { Run = "r", Model = "m", Task = task, Sample = $"{task}-{sample}", Mode = mode, Method = method,
+                                Site = "heads:attn", Layer = l, Head = h, Position = 0, Values = [0, 0, t, t] });
+                        }
+        return rows;
+    }
+
+    [Fact]
+    public void ReportWithBothMethodsKeepsExactsUniversalHeadsAndComparesTheEstimates()
+    {
+        ResultsFolder Folder(List<ResultRow> rows) => new() { Directory = _out, Results = rows, Baselines = [], Failures = [] };
+        var exactOnly = Path.Combine(_out, "exact-only");
+        var both = Path.Combine(_out, "both");
+        ReportWriter.Write(Folder(HeadRows("exact", v => v)), exactOnly);
+        // atp: a monotone distortion of the same scores, so ranks agree
+        ReportWriter.Write(Folder([.. HeadRows("exact", v => v), .. HeadRows("atp", v => 2 * v + v * v)]), both);
+        var md = File.ReadAllText(Path.Combine(exactOnly, UniversalHeadsDocument.MarkdownFile));
+        Assert.Contains("L1H2", md);
+        Assert.Equal(md, File.ReadAllText(Path.Combine(both, UniversalHeadsDocument.MarkdownFile)));
+        Assert.False(File.Exists(Path.Combine(exactOnly, MethodAgreement.FileName)));
+        Assert.Contains("L1H2", File.ReadAllText(Path.Combine(both, "universal_heads.atp.md")));
+        var agreement = File.ReadAllLines(Path.Combine(both, MethodAgreement.FileName));
+        Assert.Equal(1 + 4, agreement.Length);   // header + (2 tasks x 2 modes) tables
+        Assert.All(agreement.Skip(1), line => Assert.Contains(",atp,8,1,1,1,1", line));
+        Assert.Contains("Estimates against exact patching", File.ReadAllText(Path.Combine(both, ReportWriter.ReportFile)));
+    }
+}
