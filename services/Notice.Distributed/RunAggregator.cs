@@ -173,12 +173,42 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
         int shards;
         lock (_lock) shards = _results.Count + DeadShards;
         if (shards < _spec.TotalShards) return;
+        // Entries still queued behind the last shard (garbage a worker has yet to dead-letter) are
+        // waited for a few seconds, so that failures.csv reports them; never longer.
+        _allShardsSince ??= DateTime.UtcNow;
+        if (!await WorkDrainedAsync() && DateTime.UtcNow - _allShardsSince < DrainGrace) return;
+        await PollDeadAsync();
         await WriteResultsAsync();
         // The report is written before the run is marked complete, so whoever sees "complete" finds it.
         if (OnComplete is not null) await OnComplete(outDir);
         Complete = true;
         await _db.HashSetAsync(_keys.Status, [new("complete", "1"), new("report", Path.GetFullPath(Path.Combine(outDir, "report.html")))]);
         Log?.Invoke($"run {runId} complete: results in {Path.GetFullPath(outDir)}");
+    }
+
+    /// <summary>How long a run whose shards are all done waits for the rest of its work stream to drain.</summary>
+    public static readonly TimeSpan DrainGrace = TimeSpan.FromSeconds(5);
+    private DateTime? _allShardsSince;
+
+    /// <summary>Whether every work entry has been delivered to a worker and acknowledged.</summary>
+    private async Task<bool> WorkDrainedAsync()
+    {
+        try
+        {
+            var groups = await _db.StreamGroupInfoAsync(_keys.Work);
+            var group = groups.FirstOrDefault(g => g.Name == RedisKeys.WorkersGroup);
+            if (group.Name is null || group.PendingMessageCount > 0) return false;
+            var info = await _db.StreamInfoAsync(_keys.Work);
+            return info.Length == 0 || string.CompareOrdinal(Normalize(group.LastDeliveredId), Normalize(info.LastGeneratedId)) >= 0;
+        }
+        catch (RedisServerException) { return true; }   // no work stream (a run planned elsewhere): nothing to wait for
+    }
+
+    /// <summary>A stream id "ms-seq" padded so ids compare as strings.</summary>
+    private static string Normalize(string? id)
+    {
+        var parts = (id ?? "0-0").Split('-');
+        return parts[0].PadLeft(20, '0') + "-" + (parts.Length > 1 ? parts[1] : "0").PadLeft(20, '0');
     }
 
     /// <summary>Shards of the plan that are dead (malformed entries are reported, but were never planned).</summary>
