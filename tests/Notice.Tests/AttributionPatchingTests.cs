@@ -229,10 +229,16 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output) : IDispos
         ConfirmTop = confirmTop,
     };
 
-    private async Task<List<ResultRow>> RowsAsync(ExperimentSpec spec, string name)
+    private sealed class LastProgress : IProgress<RunProgress>
+    {
+        public RunProgress? Last { get; private set; }
+        public void Report(RunProgress value) => Last = value;
+    }
+
+    private async Task<List<ResultRow>> RowsAsync(ExperimentSpec spec, string name, IProgress<RunProgress>? progress = null)
     {
         var dir = Path.Combine(_out, name);
-        var summary = await new LocalRunner().RunAsync(spec, dir, null, CancellationToken.None);
+        var summary = await new LocalRunner().RunAsync(spec, dir, progress, CancellationToken.None);
         Assert.True(summary.Completed);
         return ResultsTables.Read<ResultRow>(Path.Combine(dir, ResultsTables.ResultsCsv));
     }
@@ -241,7 +247,9 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output) : IDispos
     public async Task AtpPlusExactConfirmsTheTopUnitsWithExactRows()
     {
         var exact = await RowsAsync(Spec(PatchMethod.Exact), "exact");
-        var both = await RowsAsync(Spec(PatchMethod.AtpExact, 3), "both");
+        var progress = new LastProgress();
+        var both = await RowsAsync(Spec(PatchMethod.AtpExact, 3), "both", progress);
+        Assert.Equal(both.Count, progress.Last!.UnitsTotal);   // the planned total counts the confirmed rows too
         var atp = await RowsAsync(Spec(PatchMethod.Atp), "atp");
 
         var atpRows = both.Where(r => r.Method == "atp").ToList();
