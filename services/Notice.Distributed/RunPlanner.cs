@@ -54,7 +54,7 @@ public sealed class RunPlanner(IDatabase db)
                         {
                             RunId = runId, ShardId = new ShardKey(r.Id, mode.Name(), site.Name, layer).ToString(),
                             SampleId = r.Id, Mode = mode, Site = site, Layer = layer ?? -1, TraceParent = traceParent,
-                            EstimatedUnits = (int)(estimate.Units(r, site) / (layer is null ? 1 : estimate.Layers.Count)),
+                            EstimatedUnits = (int)(estimate.Rows(r, site) / (layer is null ? 1 : estimate.Layers.Count)),
                         });
                 }
         }

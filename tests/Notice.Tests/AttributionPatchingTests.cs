@@ -36,7 +36,9 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output) : IDispos
     private delegate (double Gap, double Prob) CorruptRun(HookContext hooks);
 
     /// <summary>A prepared sample with a way to rerun its corrupt pass with edits, over one engine.</summary>
-    private sealed record Case(IPatchingEngine Engine, PreparedSample Sample, CorruptRun Run, IReadOnlyList<PatchUnit> Units, torch.nn.Module Model) : IDisposable
+    /// <param name="Routes">where a unit's patch is written and read (default: its site's hook point; --compat original's LLaVA routes differ)</param>
+    private sealed record Case(IPatchingEngine Engine, PreparedSample Sample, CorruptRun Run, IReadOnlyList<PatchUnit> Units, torch.nn.Module Model,
+        Func<PatchUnit, PatchRoute>? Routes = null) : IDisposable
     {
         public void Dispose() => Sample.Dispose();
     }
@@ -68,11 +70,11 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output) : IDispos
         return new Case(engine, sample, run, units, model);
     }
 
-    private static Case LlavaCase(int record, CorruptionMode mode, LlavaPatchingEngine engine)
+    private static Case LlavaCase(int record, CorruptionMode mode, LlavaPatchingEngine engine, CompatMode compat = CompatMode.Default)
     {
         var vqa = Llava64.Value;
         var pairs = Path.Combine(Fixtures.LlavaTiny, "pairs.jsonl");
-        var encoded = new LlavaSampleEncoder(vqa, pairs).Encode(PairsManifest.Read(pairs)[record]);
+        var encoded = new LlavaSampleEncoder(vqa, pairs, compat).Encode(PairsManifest.Read(pairs)[record]);
         var sample = engine.Prepare(encoded.Inputs, mode);
         var pixels = mode == CorruptionMode.Image ? encoded.Inputs.CorruptImage!.Pixels : encoded.Inputs.CleanImage.Pixels;
         CorruptRun run = hooks =>
@@ -87,27 +89,33 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output) : IDispos
             foreach (var layer in new[] { 0, layers - 1 })
                 foreach (var pos in new[] { image - 1, last - 2, last })
                     units.Add(new PatchUnit(site, layer, site.PerHead ? (pos + layer) % engine.NumHeads : -1, pos));
-        return new Case(engine, sample, run, units, vqa.Model);
+        Func<PatchUnit, PatchRoute>? routes = compat == CompatMode.Original ? u => LlavaOriginalCompat.Route(u.Site, u.Layer, layers) : null;
+        return new Case(engine, sample, run, units, vqa.Model, routes);
     }
 
-    /// <summary>Where a unit's value sits in its hook point of the full corrupt run (default routes).</summary>
-    private static (string Hook, long Pos, int Head) Slot(Case c, PatchUnit u) => (u.Site.Hook(u.Layer), c.Sample.SequencePosition(u.Position), u.Head);
+    /// <summary>Where a unit's patch is written (and its clean value read) in the full runs.</summary>
+    private static (string Hook, string Source, long Pos, int Head) Slot(Case c, PatchUnit u)
+    {
+        var route = c.Routes?.Invoke(u) ?? PatchRoute.Same(u.Site, u.Layer);
+        return (route.Target, route.Source, c.Sample.SequencePosition(u.Position), u.Head);
+    }
 
     private static Tensor At(Tensor x, long pos, int head) => head < 0 ? x[0, pos] : x[0, pos, head];
 
-    /// <summary>a_clean - a_corrupt at the unit's slice.</summary>
+    /// <summary>a_clean - a_corrupt at the unit's slice (the clean value from the route's source).</summary>
     private static Tensor Delta(Case c, PatchUnit u)
     {
-        var (hook, pos, head) = Slot(c, u);
+        var (hook, source, pos, head) = Slot(c, u);
         using var corrupt = new HookContext().Record(hook);
         c.Run(corrupt);
-        return At(c.Sample.Clean.Cache[hook], pos, head) - At(corrupt.Cache[hook], pos, head);
+        var before = At(corrupt.Cache[hook], pos, head);
+        return At(c.Sample.Clean.Cache[source], pos, head).view(before.shape) - before;
     }
 
     /// <summary>The corrupt run with the unit's slice moved by s x delta.</summary>
     private static (double Gap, double Prob) Shifted(Case c, PatchUnit u, Tensor delta, double s)
     {
-        var (hook, pos, head) = Slot(c, u);
+        var (hook, _, pos, head) = Slot(c, u);
         using var hooks = new HookContext().Edit(hook, x =>
         {
             At(x, pos, head).add_(delta.to(x.dtype) * s);
@@ -116,14 +124,14 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output) : IDispos
         return c.Run(hooks);
     }
 
-    public static TheoryData<string> Cases => new() { "blip shapes.image", "blip shapes.text", "blip faces.image", "llava 0 image", "llava 1 text" };
+    public static TheoryData<string> Cases => new() { "blip shapes.image", "blip shapes.text", "blip faces.image", "llava 0 image", "llava 1 text", "llava-original 0 image" };
 
     private static Case Make(string name)
     {
         var w = name.Split(' ');
-        return w[0] == "blip"
-            ? BlipCase(w[1], new BlipPatchingEngine(Blip64.Value))
-            : LlavaCase(int.Parse(w[1]), ExperimentParser.ParseMode(w[2]), new LlavaPatchingEngine(Llava64.Value.Model));
+        if (w[0] == "blip") return BlipCase(w[1], new BlipPatchingEngine(Blip64.Value));
+        var compat = w[0] == "llava-original" ? CompatMode.Original : CompatMode.Default;
+        return LlavaCase(int.Parse(w[1]), ExperimentParser.ParseMode(w[2]), new LlavaPatchingEngine(Llava64.Value.Model, new PatchingOptions { Compat = compat }), compat);
     }
 
     [Theory]
@@ -175,8 +183,11 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output) : IDispos
             foreach (var eps in new[] { 1e-1, 1e-2, 1e-3 })
                 errors.Add(Math.Abs((Shifted(c, r.Unit, delta, eps).Gap - gap0) / (eps * r.Metrics.LogitDiff) - 1));
             output.WriteLine($"{name} {r.Unit}: estimate {r.Metrics.LogitDiff:F4}, exact {full:F4}; |ratio - 1| at eps 1e-1, 1e-2, 1e-3: {string.Join(", ", errors.Select(e => e.ToString("E2")))}");
-            Assert.True(errors[2] < 1e-2, $"{r.Unit}: {errors[2]}");
-            Assert.True(errors[2] <= errors[0] + 1e-9, $"{r.Unit}: {string.Join(", ", errors)}");
+            // |ratio - 1| shrinks with eps (about linearly: the second-order term over the first). Under
+            // --compat original a module's patch is the clean residual stream written into another
+            // module's output, far off the corrupt run: the same limit, with a larger constant.
+            Assert.True(errors[2] < 0.05, $"{r.Unit}: {errors[2]}");
+            Assert.True(errors[2] <= 0.5 * errors[1] + 1e-6 && errors[1] <= 0.5 * errors[0] + 1e-6, $"{r.Unit}: {string.Join(", ", errors)}");
         }
     }
 
@@ -218,10 +229,16 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output) : IDispos
         ConfirmTop = confirmTop,
     };
 
-    private async Task<List<ResultRow>> RowsAsync(ExperimentSpec spec, string name)
+    private sealed class LastProgress : IProgress<RunProgress>
+    {
+        public RunProgress? Last { get; private set; }
+        public void Report(RunProgress value) => Last = value;
+    }
+
+    private async Task<List<ResultRow>> RowsAsync(ExperimentSpec spec, string name, IProgress<RunProgress>? progress = null)
     {
         var dir = Path.Combine(_out, name);
-        var summary = await new LocalRunner().RunAsync(spec, dir, null, CancellationToken.None);
+        var summary = await new LocalRunner().RunAsync(spec, dir, progress, CancellationToken.None);
         Assert.True(summary.Completed);
         return ResultsTables.Read<ResultRow>(Path.Combine(dir, ResultsTables.ResultsCsv));
     }
@@ -230,7 +247,9 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output) : IDispos
     public async Task AtpPlusExactConfirmsTheTopUnitsWithExactRows()
     {
         var exact = await RowsAsync(Spec(PatchMethod.Exact), "exact");
-        var both = await RowsAsync(Spec(PatchMethod.AtpExact, 3), "both");
+        var progress = new LastProgress();
+        var both = await RowsAsync(Spec(PatchMethod.AtpExact, 3), "both", progress);
+        Assert.Equal(both.Count, progress.Last!.UnitsTotal);   // the planned total counts the confirmed rows too
         var atp = await RowsAsync(Spec(PatchMethod.Atp), "atp");
 
         var atpRows = both.Where(r => r.Method == "atp").ToList();

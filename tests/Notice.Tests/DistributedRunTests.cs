@@ -75,6 +75,24 @@ public sealed class DistributedRunTests : IDisposable
     }
 
     [Fact]
+    public async Task AtpPlusExactWithTwoWorkersGivesTheLocalRows()
+    {
+        var experiment = Spec() with { Method = PatchMethod.AtpExact, ConfirmTop = 4 };
+        using var redis = _redis.Connect();
+        await new RunPlanner(redis.GetDatabase()).PlanAsync(experiment, "ra");
+        var w1 = new WorkerLoop(redis, Worker("ra", "w1")).RunAsync(CancellationToken.None);
+        using var redis2 = _redis.Connect();
+        var w2 = new WorkerLoop(redis2, Worker("ra", "w2")).RunAsync(CancellationToken.None);
+        var outDir = Path.Combine(_dir, "dist-atp");
+        await CompleteAsync(redis, "ra", outDir, w1, w2);
+        var rows = ResultsTables.Read<ResultRow>(Path.Combine(outDir, ResultsTables.ResultsCsv));
+        var local = await LocalRowsAsync(experiment);
+        Assert.Contains(local, r => r.Method == "atp");
+        Assert.Equal(2 * 2 * 2 * 4, local.Count(r => r.Method == "exact"));   // samples x modes x sites x 4 confirmed
+        AssertSameUnits(local, rows);
+    }
+
+    [Fact]
     public async Task TwoWorkersGiveTheLocalResultsUnitForUnit()
     {
         using var redis = _redis.Connect();

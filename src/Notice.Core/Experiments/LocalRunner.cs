@@ -99,7 +99,7 @@ public sealed class LocalRunner
             foreach (var mode in run.Spec.Modes)
                 foreach (var site in run.Spec.Sites)
                     if (!run.Completed.Contains(GroupKey(r.Id, mode.Name(), site.Name)))
-                        total += estimator.Units(r, site);
+                        total += estimator.Rows(r, site);
         return total;
     }
 

@@ -39,4 +39,12 @@ public sealed class UnitEstimator
         };
         return positions * Layers.Count * (site.PerHead ? _spec.Heads?.Count ?? Shape.Heads : 1);
     }
+
+    /// <summary>The result rows a (sample, site) will have under the experiment's method: one per unit,
+    /// and for atp+exact one more per confirmed unit.</summary>
+    public long Rows(PairRecord record, PatchSite site)
+    {
+        long units = Units(record, site);
+        return _spec.Method == PatchMethod.AtpExact ? units + PatchMethods.ConfirmCount((int)Math.Min(units, int.MaxValue), _spec.ConfirmTop) : units;
+    }
 }
