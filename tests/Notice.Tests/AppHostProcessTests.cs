@@ -40,12 +40,27 @@ public sealed class AppHostProcessTests : IDisposable
         lock (output) return (p.ExitCode, output.ToString(), clock.Elapsed);
     }
 
-    /// <summary>A copy of the LLaVA fixture in the test's folder, so paths can be relative to it.</summary>
-    private void CopyLlava()
+    /// <summary>A copy of a fixture in the test's folder, so paths can be relative to it.</summary>
+    private void Copy(string fixture)
     {
-        var to = Path.Combine(_dir, "llava-tiny");
+        var to = Path.Combine(_dir, fixture);
         Directory.CreateDirectory(to);
-        foreach (var f in Directory.GetFiles(Fixtures.LlavaTiny)) File.Copy(f, Path.Combine(to, Path.GetFileName(f)));
+        foreach (var f in Directory.GetFiles(Path.Combine(Fixtures.Root, "tests", "fixtures", fixture))) File.Copy(f, Path.Combine(to, Path.GetFileName(f)));
+    }
+
+    private void CopyLlava() => Copy("llava-tiny");
+
+    [Fact]
+    public void AQwenRunWithTheFamilysDefaultSitesCompletes()
+    {
+        Copy("qwen25vl-tiny");
+        var (code, output, _) = RunScript(_dir, TimeSpan.FromMinutes(5), "--model", "qwen25vl-tiny", "--pairs", "qwen25vl-tiny/pairs.jsonl", "--out", "runs/qwen",
+            "--devices", "cpu");
+        Assert.True(code == 0, output);
+        var outDir = Path.Combine(_dir, "runs", "qwen");
+        Assert.True(File.Exists(Path.Combine(outDir, "report.html")), output);
+        var rows = ResultsTables.Read<ResultRow>(Path.Combine(outDir, ResultsTables.ResultsCsv));
+        Assert.Equal(["layer", "attn", "mlp", "heads:attn"], rows.Select(r => r.Site).Distinct());
     }
 
     [Fact]

@@ -21,7 +21,7 @@ public static class ExperimentOptions
     public static readonly ExperimentOption Sites = new("--sites", "sites of the model's family (comma-separated), or default: the family's default sites", "default", "--site");
     public static readonly ExperimentOption Layers = new("--layers", "layers, e.g. 0-3,7 (default: all)");
     public static readonly ExperimentOption Heads = new("--heads", "heads of head sites, e.g. 0,2 (default: all)");
-    public static readonly ExperimentOption Positions = new("--positions", "all, answer, last, a list of token positions, or default: the family's per site (LLaVA heads: last; else all)", "default");
+    public static readonly ExperimentOption Positions = new("--positions", "all, answer, last, a list of token positions, or default: the family's per site (LLaVA and Qwen2.5-VL heads: last; else all)", "default");
     public static readonly ExperimentOption Samples = new("--samples", "the first N samples of the manifest (default: all; the generated shapes tasks: 240)");
     public static readonly ExperimentOption Compat = new("--compat", "default (masks applied) or original (the NOTICE code's quirks)", "default");
     public static readonly ExperimentOption Method = new("--method",
