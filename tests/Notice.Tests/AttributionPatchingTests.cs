@@ -374,3 +374,42 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output) : IDispos
         Assert.Contains("Estimates against exact patching", File.ReadAllText(Path.Combine(both, ReportWriter.ReportFile)));
     }
 }
+
+/// <summary>Attribution patching on the third family, through the same core: Qwen2.5-VL's estimates
+/// rank its units as exact patching does, and atp+exact's exact rows are --method exact's.</summary>
+public sealed class QwenAttributionPatchingTests : IDisposable
+{
+    private readonly string _out = Directory.CreateTempSubdirectory("notice-qwen-atp-").FullName;
+
+    public void Dispose() => Directory.Delete(_out, recursive: true);
+
+    private static string Qwen => Path.Combine(Fixtures.Root, "tests", "fixtures", "qwen25vl-tiny");
+
+    private async Task<List<ResultRow>> RowsAsync(string method, string name)
+    {
+        var spec = Notice.Cli.Commands.PatchCommand.Experiment("--model", Qwen, "--pairs", Path.Combine(Qwen, "pairs.jsonl"), "--modes", "text",
+            "--sites", "heads:attn,layer", "--method", method, "--confirm-top", "1000000");
+        var dir = Path.Combine(_out, name);
+        Assert.True((await new LocalRunner().RunAsync(spec, dir, null, CancellationToken.None)).Completed);
+        return ResultsTables.Read<ResultRow>(Path.Combine(dir, ResultsTables.ResultsCsv));
+    }
+
+    [Fact]
+    public async Task EstimatesRankQwensUnitsAsExactPatchingDoes()
+    {
+        var exact = await RowsAsync("exact", "exact");
+        var both = await RowsAsync("atp+exact", "both");
+        var exactByKey = exact.ToDictionary(r => (r.Sample, r.Site, r.Layer, r.Head, r.Position));
+        var confirmed = both.Where(r => r.Method == "exact").ToList();
+        Assert.Equal(exact.Count, confirmed.Count);
+        foreach (var r in confirmed)
+            Assert.Equal(exactByKey[(r.Sample, r.Site, r.Layer, r.Head, r.Position)].LogitDiff, r.LogitDiff, 1e-4);
+        foreach (var table in both.Where(r => r.Method == "atp").GroupBy(r => (r.Sample, r.Site)))
+        {
+            var estimates = table.Select(r => (double)r.LogitDiff).ToList();
+            var exacts = table.Select(r => (double)exactByKey[(r.Sample, r.Site, r.Layer, r.Head, r.Position)].LogitDiff).ToList();
+            double rho = Notice.Core.Analysis.MethodAgreement.Rank(estimates, exacts);
+            Assert.True(rho > 0.5, $"{table.Key}: Spearman {rho:F3} between AtP and exact");
+        }
+    }
+}
