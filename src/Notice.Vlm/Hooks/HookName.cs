@@ -71,6 +71,11 @@ public static class HookName
     /// <summary>projector.out: the image features the language model reads [B, N, D].</summary>
     public const string ProjectorOut = Projector + ".out";
 
+    /// <summary>vision.merger.ln_q: Qwen2.5-VL's merger input, RMS-normed [N, Dv].</summary>
+    public const string VisionMergerNorm = Vision + ".merger.ln_q";
+    /// <summary>vision.merger.out: Qwen2.5-VL's merged image tokens [N/4, D], window order.</summary>
+    public const string VisionMergerOut = Vision + ".merger.out";
+
     private const string Blocks = ".blocks.";
     private const string EmbedPoint = "embed";
     private const string FinalNormPoint = "final_norm";

@@ -138,7 +138,7 @@ public sealed class Qwen25VlForConditionalGeneration : nn.Module
         if (tokens != imageFeatures.shape[0])
             throw new ArgumentException($"input_ids hold {tokens} <|image_pad|> tokens (id {Config.ImageTokenId}, image_token_id), but the images give {imageFeatures.shape[0]} features");
         var merged = embeds.masked_scatter(isImage.unsqueeze(-1).expand_as(embeds), imageFeatures.to(embeds.dtype, embeds.device));
-        merged = hooks.At("text.embed", merged);
+        merged = hooks.At(HookName.Embed(), merged);
         var positions = MultimodalRope.RopeIndex(inputIds, gridThw, mask, Config);
         return new QwenInputs(merged.MoveToOuterDisposeScope(), mask.MoveToOuterDisposeScope(),
             positions.PositionIds.MoveToOuterDisposeScope(), positions.RopeDeltas.MoveToOuterDisposeScope());

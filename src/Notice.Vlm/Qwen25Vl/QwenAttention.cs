@@ -29,10 +29,9 @@ public sealed class QwenAttention : nn.Module
         _k = nn.Linear(c.HiddenSize, _kvHeads * _headDim, hasBias: true, device: at.Device, dtype: at.DType);
         _v = nn.Linear(c.HiddenSize, _kvHeads * _headDim, hasBias: true, device: at.Device, dtype: at.DType);
         _o = nn.Linear(_heads * _headDim, c.HiddenSize, hasBias: false, device: at.Device, dtype: at.DType);
-        string b = $"text.blocks.{layer}.attn";
-        _patternHook = b + ".pattern";
-        _zHook = b + ".z";
-        _outHook = b + ".out";
+        _patternHook = HookName.AttnPattern(layer);
+        _zHook = HookName.AttnZ(layer);
+        _outHook = HookName.AttnOut(layer);
         register_module("q_proj", _q);
         register_module("k_proj", _k);
         register_module("v_proj", _v);

@@ -80,7 +80,7 @@ public sealed class QwenLanguageModel : nn.Module
             (x, var layerCache) = _layers[l].Forward(x, angles, mask, past?[l], hooks, useCache);
             if (cache is not null) cache[l] = layerCache!;
         }
-        return new LlamaOutput(hooks.At("text.final_norm", _norm.Forward(x)), cache);
+        return new LlamaOutput(hooks.At(HookName.FinalNorm(), _norm.Forward(x)), cache);
     }
 }
 
@@ -97,10 +97,9 @@ internal sealed class QwenDecoderLayer : nn.Module
         _mlp = new QwenMlp(c, at);
         _inputNorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, at);
         _postAttentionNorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, at);
-        string b = $"text.blocks.{layer}";
-        _residPreHook = b + ".resid_pre";
-        _mlpHook = b + ".mlp.out";
-        _residPostHook = b + ".resid_post";
+        _residPreHook = HookName.ResidPre(layer);
+        _mlpHook = HookName.MlpOut(layer);
+        _residPostHook = HookName.ResidPost(layer);
         register_module("self_attn", _attn);
         register_module("mlp", _mlp);
         register_module("input_layernorm", _inputNorm);

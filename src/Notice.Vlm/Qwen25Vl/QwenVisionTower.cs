@@ -66,7 +66,7 @@ public sealed class QwenVisionTower : nn.Module
             throw new ArgumentException($"pixel_values of shape [{string.Join(", ", pixelValues.shape)}]; image_grid_thw describes [{layout.Patches}, {Config.PatchInputSize}]");
         long units = layout.WindowIndex.Length;
 
-        var x = hooks.At("vision.embed", PatchEmbed(pixelValues));
+        var x = hooks.At(HookName.Embed(HookName.Vision), PatchEmbed(pixelValues));
         x = layout.ToWindowOrder(x, units);
         var (cos, sin) = layout.RotaryTables(Config.HeadDim, x.device);
         for (int b = 0; b < _blocks.Count; b++)
@@ -99,7 +99,7 @@ internal sealed class QwenVisionBlock : nn.Module
         _norm2 = new RmsNorm(c.HiddenSize, NormEps, at);
         _attn = new QwenVisionAttention(c, at);
         _mlp = new QwenVisionMlp(c, at);
-        _residPostHook = $"vision.blocks.{block}.resid_post";
+        _residPostHook = HookName.ResidPost(block, HookName.Vision);
         register_module("norm1", _norm1);
         register_module("norm2", _norm2);
         register_module("attn", _attn);
@@ -230,9 +230,9 @@ internal sealed class QwenPatchMerger : nn.Module
     /// <summary>[N, Dv] block output (window order) to [N / merge^2, D] (still window order).</summary>
     public Tensor Forward(Tensor x, HookContext? hooks)
     {
-        var normed = hooks.At("vision.merger.ln_q", _lnQ.Forward(x));
+        var normed = hooks.At(HookName.VisionMergerNorm, _lnQ.Forward(x));
         var h = nn.functional.gelu(_fc1.forward(normed.view(-1, _unitWidth)));
-        return hooks.At("vision.merger.out", _fc2.forward(h));
+        return hooks.At(HookName.VisionMergerOut, _fc2.forward(h));
     }
 
     /// <summary>nn.Sequential(Linear, GELU, Linear): the Linears are its entries 0 and 2.</summary>
