@@ -10,7 +10,7 @@ namespace Notice.Vlm.Qwen25Vl;
 /// <summary>
 /// Qwen2_5_VLModel, the language model of Qwen2.5-VL (a Qwen2 decoder), as transformers 4.49
 /// computes it with eager attention: token embeddings; layers of RMSNorm, M-RoPE self-attention
-/// (<see cref="QwenAttention"/>), residual, RMSNorm, SiLU-gated MLP, residual; a final RMSNorm.
+/// (<see cref="LlamaAttention"/> with q/k/v biases), residual, RMSNorm, SiLU-gated MLP, residual; a final RMSNorm.
 /// Same shape of API as <see cref="LlamaModel"/>, position ids [3, B, T] instead of [B, T]. Hook
 /// points per layer l: "text.blocks.{l}.resid_pre", the attention's, "text.blocks.{l}.mlp.out",
 /// "text.blocks.{l}.resid_post" (the raw layer output), and "text.final_norm".
@@ -86,14 +86,14 @@ public sealed class QwenLanguageModel : nn.Module
 
 internal sealed class QwenDecoderLayer : nn.Module
 {
-    private readonly QwenAttention _attn;
+    private readonly LlamaAttention _attn;
     private readonly QwenMlp _mlp;
     private readonly RmsNorm _inputNorm, _postAttentionNorm;
     private readonly string _residPreHook, _mlpHook, _residPostHook;
 
     public QwenDecoderLayer(QwenConfig c, int layer, Placement at) : base($"layers.{layer}")
     {
-        _attn = new QwenAttention(c, layer, at);
+        _attn = new LlamaAttention(c.HiddenSize, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, qkvBias: true, outBias: false, layer, at);
         _mlp = new QwenMlp(c, at);
         _inputNorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, at);
         _postAttentionNorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, at);
