@@ -22,6 +22,16 @@ public sealed record AtpBenchResult(string Model, int Samples, int PromptTokens,
 {
     public double ExactUnitsPerSecond => Units / ExactSeconds;
     public double AtpUnitsPerSecond => Units / AtpSeconds;
+
+    /// <summary>Matmul FLOPs per unit counted from the shapes (<see cref="Flops"/>); 0 where the bench does not count them.</summary>
+    public double ExactFlopsPerUnit { get; init; }
+    public double AtpFlopsPerUnit { get; init; }
+
+    /// <summary>This machine's float32 matmul GFLOP/s on the same threads (a 2048 x 2048 matmul); 0 where not measured.</summary>
+    public double MatmulPeakGflops { get; init; }
+
+    public double ExactGflops => ExactFlopsPerUnit * Units / ExactSeconds / 1e9;
+    public double AtpGflops => AtpFlopsPerUnit * Units / AtpSeconds / 1e9;
 }
 
 /// <summary>
