@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Notice.Vlm.Blip;
 using Notice.Vlm.Llava;
 using TorchSharp;
 
@@ -43,6 +44,48 @@ public static class Flops
     /// </summary>
     public static double LlavaAtpLastPosition(LlamaConfig c, int positions) =>
         3 * 2 * (c.NumHiddenLayers * LlamaLayerRow(c, positions) + LlamaHeadRow(c));
+
+    /// <summary>One BLIP question-encoder layer for one row of <paramref name="tokens"/> tokens: self-attention
+    /// (q, k, v, o and T x T scores), cross-attention to the cached image keys and values (q, o and T x image
+    /// scores), the MLP.</summary>
+    public static double BlipEncoderLayerRow(BlipTextConfig c, int tokens, int imagePositions)
+    {
+        double d = c.HiddenSize, ff = c.IntermediateSize, t = tokens;
+        return 2 * t * 4 * d * d + 2 * 2 * t * t * d
+             + 2 * t * 2 * d * d + 2 * 2 * t * imagePositions * d
+             + 2 * t * 2 * d * ff;
+    }
+
+    /// <summary>BLIP's answer decoder for its first step, one row: every layer with one token (self-attention,
+    /// cross-attention whose keys and values come from the row's <paramref name="tokens"/> question states, MLP),
+    /// then the prediction head (transform and the whole vocabulary).</summary>
+    public static double BlipDecoderRow(BlipTextConfig c, int tokens)
+    {
+        double d = c.HiddenSize, ff = c.IntermediateSize, t = tokens;
+        double layer = 2 * 4 * d * d + 2 * 2 * d
+                     + 2 * 2 * d * d + 2 * t * 2 * d * d + 2 * 2 * t * d
+                     + 2 * 2 * d * ff;
+        return c.NumHiddenLayers * layer + 2 * d * d + 2 * d * c.VocabSize;
+    }
+
+    /// <summary>
+    /// BLIP's exact fast path on head units at every question position: a unit at layer l reruns the
+    /// question encoder from layer l (all T positions, against the cached image keys and values) and the
+    /// decoder's first step, so the T x L x H units cost T H Σ_l ((L - l) encoder layers + decoder).
+    /// </summary>
+    public static double BlipExactAllPositions(BlipConfig c, int tokens)
+    {
+        int L = c.Text.NumHiddenLayers, H = c.Text.NumAttentionHeads;
+        double enc = BlipEncoderLayerRow(c.Text, tokens, c.Vision.NumPatches + 1), dec = BlipDecoderRow(c.Text, tokens);
+        double total = 0;
+        for (int l = 0; l < L; l++) total += (double)tokens * H * ((L - l) * enc + dec);
+        return total;
+    }
+
+    /// <summary>BLIP's AtP: the question encoder from layer 0 and the decoder's first step in two rows, and a
+    /// backward pass counted as twice the forward.</summary>
+    public static double BlipAtpAllPositions(BlipConfig c, int tokens) =>
+        3 * 2 * (c.Text.NumHiddenLayers * BlipEncoderLayerRow(c.Text, tokens, c.Vision.NumPatches + 1) + BlipDecoderRow(c.Text, tokens));
 
     /// <summary>GFLOP/s of a square float32 matmul on the current torch threads (best of <paramref name="repeats"/>).</summary>
     public static double MatmulPeakGflops(int n = 2048, int repeats = 5)

@@ -121,8 +121,15 @@ public static class PatchingBenchmark
             units += all.Count;
             rhos.Add(Analysis.MethodAgreement.Rank(results.Select(r => (double)r.Metrics.LogitDiff).ToArray(), estimates.Select(r => (double)r.Metrics.LogitDiff).ToArray()));
         }
+        double perUnit(Func<BlipConfig, int, double> count) => count(config, promptTokens) / (promptTokens * config.Text.NumHiddenLayers * config.Text.NumAttentionHeads);
+        double peak = Flops.MatmulPeakGflops();
         return new AtpBenchResult(name, samples, promptTokens, units, exact.Elapsed.TotalSeconds, atp.Elapsed.TotalSeconds, prepare.Elapsed.TotalSeconds / samples,
-            rhos.Average(), PeakMemory(), torch.get_num_threads());
+            rhos.Average(), PeakMemory(), torch.get_num_threads())
+        {
+            ExactFlopsPerUnit = perUnit(Flops.BlipExactAllPositions),
+            AtpFlopsPerUnit = perUnit(Flops.BlipAtpAllPositions),
+            MatmulPeakGflops = peak,
+        };
     }
 
     private static List<PatchUnit> AllHeadUnits(BlipConfig config, int positions)
