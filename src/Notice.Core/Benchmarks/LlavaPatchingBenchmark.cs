@@ -98,8 +98,8 @@ public static class LlavaPatchingBenchmark
             using (torch.no_grad()) results = engine.Run(prepared, all);
             exact.Stop();
             units += all.Count;
-            exactFlops += Flops.LlavaExactLastPosition(config.Text, prepared.Positions);
-            atpFlops += Flops.LlavaAtpLastPosition(config.Text, prepared.Positions);
+            exactFlops += Flops.LlavaExactLastPosition(config.Text, merged);   // the merged sequence the last position attends over
+            atpFlops += Flops.LlavaAtpLastPosition(config.Text, merged);
             rhos.Add(Analysis.MethodAgreement.Rank(results.Select(r => (double)r.Metrics.LogitDiff).ToArray(), estimates.Select(r => (double)r.Metrics.LogitDiff).ToArray()));
             log?.Invoke($"  sample {units / all.Count - 1}: prepare {prepare.Elapsed.TotalSeconds:F1} s, atp {atp.Elapsed.TotalSeconds:F2} s, exact {exact.Elapsed.TotalSeconds:F1} s so far; peak resident {PatchingBenchmark.PeakMemory() / 1e9:F1} GB");
         }
