@@ -57,7 +57,7 @@ public sealed class ScatterFigure
         plot.Title(Title);
         plot.XLabel(XLabel);
         plot.YLabel(YLabel);
-        plot.ShowLegend(Alignment.UpperLeft);
+        plot.ShowLegend(Edge.Bottom);   // outside the axes, so it never hides a point
         return plot.GetImageBytes(Width, Height, ImageFormat.Png);
     }
 }
