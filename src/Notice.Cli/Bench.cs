@@ -21,16 +21,38 @@ internal static class Bench
     {
         var (config, name) = small ? (BlipConfigs.Small, "small BLIP (random weights)") : (BlipConfigs.VqaBase, "BLIP at blip-vqa-base shapes (random weights)");
         var r = PatchingBenchmark.RunAtp(config, name, samples, log: m => Console.Error.WriteLine(m));
+        PrintAtp(r, $"head-wise cross-attention, {r.Samples} samples x {r.PromptTokens} prompt tokens x every layer and head ({r.Units} units)");
+        return 0;
+    }
+
+    /// <summary>LLaVA: attribution patching against the exact fast path on a last-position head sweep at llava-1.5-7b widths, reduced depth.</summary>
+    public static int RunLlavaAtp(int samples, bool small, int layers, int visionLayers)
+    {
+        var (config, name) = small
+            ? (LlavaConfigs.Small, "small LLaVA (random weights)")
+            : (LlavaConfigs.At7BWidths(layers, visionLayers), $"LLaVA at llava-1.5-7b widths, {layers} of 32 decoder layers, {visionLayers} of 24 vision layers (random weights)");
+        var r = LlavaPatchingBenchmark.RunAtp(config, name, samples, log: m => Console.Error.WriteLine(m));
+        PrintAtp(r, $"head-wise attention at the last position, {r.Samples} samples x every layer and head ({r.Units} units), {r.PromptTokens}-position sequences");
+        return 0;
+    }
+
+    private static void PrintAtp(AtpBenchResult r, string workload)
+    {
         Console.WriteLine($"model:       {r.Model}");
-        Console.WriteLine($"workload:    head-wise cross-attention, {r.Samples} samples x {r.PromptTokens} prompt tokens x every layer and head ({r.Units} units)");
+        Console.WriteLine($"workload:    {workload}");
         Console.WriteLine($"machine:     {Environment.ProcessorCount} cores, {r.Threads} torch threads, CPU float32");
         Console.WriteLine($"prepare:     {r.PrepareSeconds:F2} s per sample (clean and corrupt runs, shared by both methods, not counted below)");
         Console.WriteLine($"exact fast:  {r.Units} units in {r.ExactSeconds:F1} s = {r.ExactUnitsPerSecond:F1} units/s");
         Console.WriteLine($"atp:         {r.Units} units in {r.AtpSeconds:F2} s = {r.AtpUnitsPerSecond:F0} units/s");
-        Console.WriteLine($"ratio:       {r.AtpUnitsPerSecond / r.ExactUnitsPerSecond:F0}x");
+        Console.WriteLine($"ratio:       {r.AtpUnitsPerSecond / r.ExactUnitsPerSecond:F1}x");
         Console.WriteLine($"agreement:   Spearman {r.Spearman:F3} of exact and estimated logit_diff over the units (random weights)");
-        Console.WriteLine($"peak memory: {Gib(r.PeakMemoryBytes)}");
-        return 0;
+        Console.WriteLine($"peak memory: {Gib(r.PeakMemoryBytes)} (process peak resident set)");
+        if (r.MatmulPeakGflops > 0)
+        {
+            Console.WriteLine($"matmul peak: {r.MatmulPeakGflops:F1} GFLOP/s (float32 2048 x 2048 matmul, {r.Threads} torch threads)");
+            Console.WriteLine($"exact FLOPs: {r.ExactFlopsPerUnit / 1e9:F3} GFLOP per unit (matmuls of the recomputed layers and head) -> {r.ExactGflops:F1} GFLOP/s = {r.ExactGflops / r.MatmulPeakGflops:P0} of peak");
+            Console.WriteLine($"atp FLOPs:   {r.AtpFlopsPerUnit / 1e9:F3} GFLOP per unit (forward in 2 rows + backward as 2x forward) -> {r.AtpGflops:F1} GFLOP/s = {r.AtpGflops / r.MatmulPeakGflops:P0} of peak");
+        }
     }
 
     /// <summary>LLaVA: last-position head patching at llava-1.5-7b widths with reduced depth.</summary>

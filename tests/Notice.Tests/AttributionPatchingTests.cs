@@ -1,3 +1,4 @@
+using SkiaSharp;
 using Notice.Core.Analysis;
 using Notice.Core.Experiments;
 using Notice.Core.Families.Blip;
@@ -372,6 +373,41 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output) : IDispos
         Assert.Equal(1 + 4, agreement.Length);   // header + (2 tasks x 2 modes) tables
         Assert.All(agreement.Skip(1), line => Assert.Contains(",atp,8,1,1,1,1", line));
         Assert.Contains("Estimates against exact patching", File.ReadAllText(Path.Combine(both, ReportWriter.ReportFile)));
+    }
+
+    [Fact]
+    public void ReportWithBothMethodsDrawsOneScatterPerTableWithItsRecall()
+    {
+        ResultsFolder Folder(List<ResultRow> rows) => new() { Directory = _out, Results = rows, Baselines = [], Failures = [] };
+        var exactOnly = Path.Combine(_out, "exact-only");
+        var both = Path.Combine(_out, "both");
+        var exactFiles = ReportWriter.Write(Folder(HeadRows("exact", v => v)), exactOnly);
+        var bothFiles = ReportWriter.Write(Folder([.. HeadRows("exact", v => v), .. HeadRows("atp", v => 2 * v + v * v)]), both);
+
+        Assert.DoesNotContain(exactFiles.Figures, f => Path.GetFileName(f).StartsWith("scatter", StringComparison.Ordinal));
+        Assert.DoesNotContain(ReportWriter.ScatterSection, File.ReadAllText(exactFiles.Report));
+        Assert.Empty(Directory.GetFiles(Path.Combine(exactOnly, ReportWriter.FiguresFolder), "scatter*"));
+
+        var scatters = bothFiles.Figures.Where(f => Path.GetFileName(f).StartsWith("scatter-atp_", StringComparison.Ordinal)).ToList();
+        Assert.Equal(4, scatters.Count);   // 2 tasks x 2 modes, one site
+        Assert.Contains(Path.Combine(both, ReportWriter.FiguresFolder, "scatter-atp_m_t1_image_heads-attn.png"), scatters);
+        var html = File.ReadAllText(bothFiles.Report);
+        Assert.Contains($"<h2>{ReportWriter.ScatterSection}</h2>", html);
+        foreach (var f in scatters)
+        {
+            Assert.True(File.Exists(f), f);
+            using var bitmap = SKBitmap.Decode(File.ReadAllBytes(f));
+            Assert.True(bitmap is { Width: 720, Height: 560 });
+            Assert.Contains($"({ReportWriter.FiguresFolder}/{Path.GetFileName(f)})", html);
+        }
+        // Exact's one important head (L1H2) is atp's top head: recall@1 = 1, next to each scatter.
+        Assert.Equal(4, System.Text.RegularExpressions.Regex.Matches(html, @"atp vs exact, m / t\d: heads:attn, \w+ corruption; Spearman 1, recall@1 1/1 = 1 \(figures/scatter-atp_").Count);
+        var manifest = File.ReadAllLines(Path.Combine(both, ReportWriter.ManifestFile));
+        Assert.All(scatters, f => Assert.Contains($"{ReportWriter.FiguresFolder}/{Path.GetFileName(f)}", manifest));
+
+        // A later exact-only analysis in the same folder removes the scatters it no longer draws.
+        ReportWriter.Write(Folder(HeadRows("exact", v => v)), both);
+        Assert.All(scatters, f => Assert.False(File.Exists(f), f));
     }
 }
 

@@ -17,7 +17,7 @@ public static class BenchCommand
         var loadTest = new Option<bool>("--load-test") { Description = "llava: write a random float16 llava-1.5-7b checkpoint (~14 GB), load it into float16, report the peak memory, delete it; qwen25vl: the same with a bfloat16 Qwen2.5-VL-7B checkpoint (~16.6 GB)" };
         var dir = new Option<string?>("--dir") { Description = "--load-test: where to write the checkpoint (an empty or new folder; default a new folder under the temp directory)" };
         var workers = new Option<string?>("--workers") { Description = "instead: distributed throughput with these worker-process counts, e.g. 1,2" };
-        var method = new Option<string>("--method") { Description = "exact (fast path against plain path) or atp (attribution patching against the exact fast path; blip)", DefaultValueFactory = _ => "exact" };
+        var method = new Option<string>("--method") { Description = "exact (fast path against plain path) or atp (attribution patching against the exact fast path; blip, llava)", DefaultValueFactory = _ => "exact" };
         var repeat = new Option<int>("--repeat") { Description = "with --workers: the fixture pairs repeated this many times", DefaultValueFactory = _ => 8 };
         var imageSide = new Option<int>("--image-side") { Description = "qwen25vl: the image's side in pixels after resizing (a multiple of 28; 336 = 144 image tokens)", DefaultValueFactory = _ => 336 };
         var cmd = new Command("bench", "units per second of the fast and the plain patching paths") { arch, samples, plainUnits, small, layers, visionLayers, loadTest, dir, workers, repeat, imageSide, method };
@@ -38,8 +38,10 @@ public static class BenchCommand
             if (m is not ("exact" or "atp")) throw new ArgumentException($"--method: expected exact or atp, found '{m}'");
             if (m == "atp")
             {
-                if (a != "blip") throw new ArgumentException("--method atp: the AtP bench is BLIP's (--arch blip)");
-                return Bench.RunAtp(pr.GetValue(samples), pr.GetValue(small));
+                if (a == "qwen25vl") throw new ArgumentException("--method atp: the AtP bench is BLIP's and LLaVA's (--arch blip or llava)");
+                return a == "llava"
+                    ? Bench.RunLlavaAtp(pr.GetValue(samples), pr.GetValue(small), pr.GetValue(layers), pr.GetValue(visionLayers))
+                    : Bench.RunAtp(pr.GetValue(samples), pr.GetValue(small));
             }
             if (a == "qwen25vl")
             {

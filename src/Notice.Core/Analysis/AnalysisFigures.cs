@@ -40,6 +40,22 @@ public static class AnalysisFigures
         };
     }
 
+    /// <summary>An estimate's head scores against exact patching's for one table, with how much of exact's
+    /// top the estimate's top k recovers (recall@k, <see cref="MethodAgreement"/>) in the title.</summary>
+    public static ScatterFigure Scatter(HeadTable exact, HeadTable estimate, MethodAgreement agreement) => new()
+    {
+        Title = $"{exact.Model} / {exact.Task}: {exact.Site}, {exact.Mode} corruption\n{agreement.Method} vs exact over {agreement.Heads} heads: " +
+                $"Spearman {UniversalHeadsDocument.Num(agreement.Spearman)}, {Recall(agreement)}",
+        XLabel = "exact mean logit_diff (max over positions)",
+        YLabel = $"{agreement.Method} estimate of logit_diff",
+        Points = ScatterFigure.PointsOf(exact, estimate),
+    };
+
+    /// <summary>"recall@3 2/3 = 0.667", or that exact found no important heads.</summary>
+    public static string Recall(MethodAgreement a) => a.ExactImportant == 0
+        ? "no important heads in exact's table (recall undefined)"
+        : $"recall@{a.ExactImportant} {a.Recalled}/{a.ExactImportant} = {UniversalHeadsDocument.Num(a.Recall)}";
+
     public static string FileName(string kind, string model, string task, string mode, string site) =>
         string.Join("_", new[] { kind, model, task, mode, site }.Select(Safe)) + ".png";
 

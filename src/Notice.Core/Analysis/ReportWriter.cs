@@ -18,7 +18,9 @@ public static class ReportWriter
     public const string BaselinesSummaryFile = "baselines_summary.csv";
     public const string ModuleMeansFile = "module_means.csv";
 
-    private const string ModuleKind = "module", HeadsKind = "heads";
+    private const string ModuleKind = "module", HeadsKind = "heads", ScatterKind = "scatter";
+
+    public const string ScatterSection = "Estimates against exact patching (per head)";
 
     /// <summary>What analyze wrote into its out folder, one relative path a line: only these files are
     /// ever replaced or removed by a later analysis there.</summary>
@@ -49,6 +51,22 @@ public static class ReportWriter
         foreach (var t in headTables)
             figures.Add(Render("Head-wise patching (layer x head)", HeadsKind, t.Model, t.Task, t.Mode, t.Site, AnalysisFigures.Heads(t)));
 
+        // How each estimate agrees with exact patching, and one scatter per head table both have.
+        var agreement = new List<MethodAgreement>();
+        var byMethod = methods.Count > 1 ? methods.ToDictionary(m => m.Method, m => HeadTable.FromResults(m.Rows)) : [];
+        if (byMethod.TryGetValue(MethodAgreement.Exact, out var exact))
+            foreach (var (method, _) in methods.Where(m => m.Method != MethodAgreement.Exact))
+                foreach (var a in MethodAgreement.Compare(exact, byMethod[method], method))
+                {
+                    agreement.Add(a);
+                    var e = exact.First(t => (t.Model, t.Task, t.Mode, t.Site) == (a.Model, a.Task, a.Mode, a.Site));
+                    var est = byMethod[method].First(t => (t.Model, t.Task, t.Mode, t.Site) == (a.Model, a.Task, a.Mode, a.Site));
+                    var scatter = AnalysisFigures.Scatter(e, est, a);
+                    figures.Add(new RenderedFigure(ScatterSection,
+                        $"{a.Method} vs exact, {a.Model} / {a.Task}: {a.Site}, {a.Mode} corruption; Spearman {UniversalHeadsDocument.Num(a.Spearman)}, {AnalysisFigures.Recall(a)}",
+                        $"{FiguresFolder}/{AnalysisFigures.FileName(ScatterKind + "-" + a.Method, a.Model, a.Task, a.Mode, a.Site)}", scatter.RenderPng()));
+                }
+
         // Only files this analysis or an earlier one here wrote are replaced or removed.
         var written = new WrittenFiles(outDir);
         var targets = new List<string> { UniversalHeadsDocument.MarkdownFile, UniversalHeadsDocument.JsonFile, BaselinesSummaryFile, ModuleMeansFile, ReportFile };
@@ -75,19 +93,14 @@ public static class ReportWriter
         var meansPath = Path.Combine(outDir, ModuleMeansFile);
         ResultsTables.Write(meansPath, modules.SelectMany(ModuleMeanRow.Of));
         tables.AddRange([summaryPath, meansPath]);
-        var agreement = new List<MethodAgreement>();
         if (methods.Count > 1)
         {
-            var byMethod = methods.ToDictionary(m => m.Method, m => HeadTable.FromResults(m.Rows));
             foreach (var (method, _) in methods.Where(m => m.Method != primary))
             {
                 var sets = UniversalHeads.Find(byMethod[method]);
                 tables.Add(WriteText(outDir, MethodFile(UniversalHeadsDocument.MarkdownFile, method), UniversalHeadsDocument.Markdown(byMethod[method], sets)));
                 tables.Add(WriteText(outDir, MethodFile(UniversalHeadsDocument.JsonFile, method), UniversalHeadsDocument.Json(byMethod[method], sets)));
             }
-            if (byMethod.TryGetValue(MethodAgreement.Exact, out var exact))
-                foreach (var (method, _) in methods.Where(m => m.Method != MethodAgreement.Exact))
-                    agreement.AddRange(MethodAgreement.Compare(exact, byMethod[method], method));
             var agreementPath = Path.Combine(outDir, MethodAgreement.FileName);
             ResultsTables.Write(agreementPath, agreement);
             tables.Add(agreementPath);
@@ -110,7 +123,7 @@ public static class ReportWriter
 
     /// <summary>
     /// The out folder's <see cref="ManifestFile"/>. Its lines are read as untrusted: only names analyze
-    /// itself writes (its tables, report.html, figures/module_*.png and figures/heads_*.png, no other
+    /// itself writes (its tables, report.html, figures/module_*.png, figures/heads_*.png and figures/scatter-*.png, no other
     /// folder) are ever removed through it.
     /// </summary>
     private sealed class WrittenFiles(string outDir)
@@ -132,7 +145,8 @@ public static class ReportWriter
                 return true;
             var parts = relative.Split('/');
             return parts.Length == 2 && parts[0] == FiguresFolder && parts[1].EndsWith(".png", StringComparison.Ordinal)
-                && (parts[1].StartsWith(ModuleKind + "_", StringComparison.Ordinal) || parts[1].StartsWith(HeadsKind + "_", StringComparison.Ordinal))
+                && (parts[1].StartsWith(ModuleKind + "_", StringComparison.Ordinal) || parts[1].StartsWith(HeadsKind + "_", StringComparison.Ordinal)
+                    || parts[1].StartsWith(ScatterKind + "-", StringComparison.Ordinal))
                 && parts[1].IndexOfAny(['\\', '\0']) < 0 && parts[1] != ".." && !parts[1].Contains("..", StringComparison.Ordinal);
         }
 

@@ -57,6 +57,62 @@ public static class LlavaPatchingBenchmark
             PatchingBenchmark.PeakMemory(), torch.get_num_threads());
     }
 
+    /// <summary>
+    /// Attribution patching against the exact fast path on the same last-position head sweep (every
+    /// layer x head): per sample, AtP's one corrupt forward with gradients and one backward, and the
+    /// exact fast path's patched runs; the clean and corrupt runs both start from (Prepare) are timed
+    /// apart. Also the rank agreement of the two, and each path's floating-point operations from the
+    /// shapes (<see cref="Flops"/>) against the machine's float32 matmul peak.
+    /// </summary>
+    public static AtpBenchResult RunAtp(LlavaConfig config, string name, int samples, int promptTokens = 24, int batchSize = 64, Action<string>? log = null)
+    {
+        torch.manual_seed(0);
+        log?.Invoke($"building {name}");
+        var build = Stopwatch.StartNew();
+        LlavaForConditionalGeneration model;
+        using (torch.no_grad()) model = new LlavaForConditionalGeneration(config);
+        using var _ = model;
+        model.eval();
+        log?.Invoke($"  built in {build.Elapsed.TotalSeconds:F1} s, resident {PatchingBenchmark.PeakMemory() / 1e9:F1} GB at peak so far");
+        using var engine = new LlavaPatchingEngine(model, new PatchingOptions { BatchSize = batchSize });
+        var inputs = Enumerable.Range(0, samples).Select(i => RandomSample(config, i, promptTokens)).ToList();
+        int merged = promptTokens + config.NumImageFeatures - 1;
+        log?.Invoke($"{samples} samples x {config.Text.NumHiddenLayers} layers x {config.Text.NumAttentionHeads} heads at the last of {merged} positions, exact fast path and atp");
+        var prepare = new Stopwatch();
+        var exact = new Stopwatch();
+        var atp = new Stopwatch();
+        long units = 0;
+        double exactFlops = 0, atpFlops = 0;
+        var rhos = new List<double>();
+        foreach (var input in inputs)
+        {
+            prepare.Start();
+            using var prepared = engine.Prepare(input, CorruptionMode.Image);
+            prepare.Stop();
+            var all = LastPositionHeadUnits(config, prepared.Positions);
+            atp.Start();
+            var estimates = engine.Estimate(prepared, all);
+            atp.Stop();
+            exact.Start();
+            UnitResult[] results;
+            using (torch.no_grad()) results = engine.Run(prepared, all);
+            exact.Stop();
+            units += all.Count;
+            exactFlops += Flops.LlavaExactLastPosition(config.Text, merged);   // the merged sequence the last position attends over
+            atpFlops += Flops.LlavaAtpLastPosition(config.Text, merged);
+            rhos.Add(Analysis.MethodAgreement.Rank(results.Select(r => (double)r.Metrics.LogitDiff).ToArray(), estimates.Select(r => (double)r.Metrics.LogitDiff).ToArray()));
+            log?.Invoke($"  sample {units / all.Count - 1}: prepare {prepare.Elapsed.TotalSeconds:F1} s, atp {atp.Elapsed.TotalSeconds:F2} s, exact {exact.Elapsed.TotalSeconds:F1} s so far; peak resident {PatchingBenchmark.PeakMemory() / 1e9:F1} GB");
+        }
+        double peak = Flops.MatmulPeakGflops();
+        return new AtpBenchResult(name, samples, merged, units, exact.Elapsed.TotalSeconds, atp.Elapsed.TotalSeconds, prepare.Elapsed.TotalSeconds / samples,
+            rhos.Average(), PatchingBenchmark.PeakMemory(), torch.get_num_threads())
+        {
+            ExactFlopsPerUnit = exactFlops / units,
+            AtpFlopsPerUnit = atpFlops / units,
+            MatmulPeakGflops = peak,
+        };
+    }
+
     private static List<PatchUnit> LastPositionHeadUnits(LlavaConfig config, int positions)
     {
         var units = new List<PatchUnit>();

@@ -22,6 +22,16 @@ public sealed record AtpBenchResult(string Model, int Samples, int PromptTokens,
 {
     public double ExactUnitsPerSecond => Units / ExactSeconds;
     public double AtpUnitsPerSecond => Units / AtpSeconds;
+
+    /// <summary>Matmul FLOPs per unit counted from the shapes (<see cref="Flops"/>); 0 where the bench does not count them.</summary>
+    public double ExactFlopsPerUnit { get; init; }
+    public double AtpFlopsPerUnit { get; init; }
+
+    /// <summary>This machine's float32 matmul GFLOP/s on the same threads (a 2048 x 2048 matmul); 0 where not measured.</summary>
+    public double MatmulPeakGflops { get; init; }
+
+    public double ExactGflops => ExactFlopsPerUnit * Units / ExactSeconds / 1e9;
+    public double AtpGflops => AtpFlopsPerUnit * Units / AtpSeconds / 1e9;
 }
 
 /// <summary>
@@ -111,8 +121,15 @@ public static class PatchingBenchmark
             units += all.Count;
             rhos.Add(Analysis.MethodAgreement.Rank(results.Select(r => (double)r.Metrics.LogitDiff).ToArray(), estimates.Select(r => (double)r.Metrics.LogitDiff).ToArray()));
         }
+        double perUnit(Func<BlipConfig, int, double> count) => count(config, promptTokens) / (promptTokens * config.Text.NumHiddenLayers * config.Text.NumAttentionHeads);
+        double peak = Flops.MatmulPeakGflops();
         return new AtpBenchResult(name, samples, promptTokens, units, exact.Elapsed.TotalSeconds, atp.Elapsed.TotalSeconds, prepare.Elapsed.TotalSeconds / samples,
-            rhos.Average(), PeakMemory(), torch.get_num_threads());
+            rhos.Average(), PeakMemory(), torch.get_num_threads())
+        {
+            ExactFlopsPerUnit = perUnit(Flops.BlipExactAllPositions),
+            AtpFlopsPerUnit = perUnit(Flops.BlipAtpAllPositions),
+            MatmulPeakGflops = peak,
+        };
     }
 
     private static List<PatchUnit> AllHeadUnits(BlipConfig config, int positions)
