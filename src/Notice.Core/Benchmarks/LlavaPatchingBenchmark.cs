@@ -1,5 +1,4 @@
 using Notice.Core.Families.Llava;
-using Notice.Core.Families.Blip;
 using System.Diagnostics;
 using Notice.Core.Patching;
 using Notice.Vlm.Llava;
@@ -33,26 +32,7 @@ public static class LlavaPatchingBenchmark
         log?.Invoke($"{samples} samples x {config.Text.NumHiddenLayers} layers x {config.Text.NumAttentionHeads} heads at the last of {merged} positions; {plainUnits} of those units on the plain path");
         // The two paths take turns sample by sample, so that a machine whose load changes over the
         // run slows both alike.
-        long fastUnits = 0;
-        double fastSeconds = 0, plainSeconds = 0;
-        for (int i = 0; i < inputs.Count; i++)
-        {
-            var step = Stopwatch.StartNew();
-            using var prepared = engine.Prepare(inputs[i], CorruptionMode.Image);
-            double prepare = step.Elapsed.TotalSeconds;
-            var units = LastPositionHeadUnits(config, prepared.Positions);
-            engine.Run(prepared, units);
-            double fast = step.Elapsed.TotalSeconds;
-            fastSeconds += fast;
-            fastUnits += units.Count;
-
-            int plain = plainUnits / inputs.Count + (i < plainUnits % inputs.Count ? 1 : 0);
-            step.Restart();   // the plain path's per-unit work only, as the original spends it
-            engine.RunPlain(prepared, units.Take(plain).ToList());
-            plainSeconds += step.Elapsed.TotalSeconds;
-            log?.Invoke($"  sample {i}: fast path {prepare:F1} s clean and corrupt runs + {fast - prepare:F1} s for {units.Count} units; " +
-                        $"plain path {step.Elapsed.TotalSeconds:F1} s for {plain} units; peak resident {PatchingBenchmark.PeakMemory() / 1e9:F1} GB");
-        }
+        var (fastUnits, fastSeconds, plainSeconds) = PatchingBenchmark.TakeTurns(engine, inputs, LlavaSites.AttnHeads, plainUnits, log);
         return new BenchResult(name, samples, merged, fastUnits, fastSeconds, plainUnits, plainSeconds,
             PatchingBenchmark.PeakMemory(), torch.get_num_threads());
     }
@@ -89,7 +69,7 @@ public static class LlavaPatchingBenchmark
             prepare.Start();
             using var prepared = engine.Prepare(input, CorruptionMode.Image);
             prepare.Stop();
-            var all = LastPositionHeadUnits(config, prepared.Positions);
+            var all = PatchingBenchmark.LastPositionHeadUnits(engine, LlavaSites.AttnHeads, prepared.Positions);
             atp.Start();
             var estimates = engine.Estimate(prepared, all);
             atp.Stop();
@@ -111,15 +91,6 @@ public static class LlavaPatchingBenchmark
             AtpFlopsPerUnit = atpFlops / units,
             MatmulPeakGflops = peak,
         };
-    }
-
-    private static List<PatchUnit> LastPositionHeadUnits(LlavaConfig config, int positions)
-    {
-        var units = new List<PatchUnit>();
-        for (int l = 0; l < config.Text.NumHiddenLayers; l++)
-            for (int h = 0; h < config.Text.NumAttentionHeads; h++)
-                units.Add(new PatchUnit(BlipSites.AttnHeads, l, h, positions - 1));
-        return units;
     }
 
     /// <summary>A prompt shaped like llava-1.5's ("&lt;s&gt; USER : &lt;image&gt; \n ... ASSISTANT :") with random

@@ -152,6 +152,48 @@ public static class PatchingBenchmark
     }
 
     /// <summary>Peak resident memory of this process (VmHWM), where the OS reports it.</summary>
+    /// <summary>Every layer x head of an engine at a prepared prompt's last position (where a causal
+    /// model reads its answer): a causal decoder's head sweep.</summary>
+    public static List<PatchUnit> LastPositionHeadUnits(IPatchingEngine engine, PatchSite heads, int positions)
+    {
+        var units = new List<PatchUnit>();
+        for (int l = 0; l < engine.NumLayers; l++)
+            for (int h = 0; h < engine.NumHeads; h++)
+                units.Add(new PatchUnit(heads, l, h, positions - 1));
+        return units;
+    }
+
+    /// <summary>
+    /// A causal decoder's head sweep on the fast and the plain path, taking turns sample by sample so
+    /// that a machine whose load changes over the run slows both alike. The fast path's time includes
+    /// the clean and corrupt runs; the plain path's is its per-unit work only, as the original spends it.
+    /// </summary>
+    public static (long FastUnits, double FastSeconds, double PlainSeconds) TakeTurns(IPatchingEngine engine, IReadOnlyList<PatchingInputs> inputs,
+        PatchSite heads, int plainUnits, Action<string>? log)
+    {
+        long fastUnits = 0;
+        double fastSeconds = 0, plainSeconds = 0;
+        for (int i = 0; i < inputs.Count; i++)
+        {
+            var step = Stopwatch.StartNew();
+            using var prepared = engine.Prepare(inputs[i], CorruptionMode.Image);
+            double prepare = step.Elapsed.TotalSeconds;
+            var units = LastPositionHeadUnits(engine, heads, prepared.Positions);
+            engine.Run(prepared, units);
+            double fast = step.Elapsed.TotalSeconds;
+            fastSeconds += fast;
+            fastUnits += units.Count;
+
+            int plain = plainUnits / inputs.Count + (i < plainUnits % inputs.Count ? 1 : 0);
+            step.Restart();
+            engine.RunPlain(prepared, units.Take(plain).ToList());
+            plainSeconds += step.Elapsed.TotalSeconds;
+            log?.Invoke($"  sample {i}: fast path {prepare:F1} s clean and corrupt runs + {fast - prepare:F1} s for {units.Count} units; " +
+                        $"plain path {step.Elapsed.TotalSeconds:F1} s for {plain} units; peak resident {PeakMemory() / 1e9:F1} GB");
+        }
+        return (fastUnits, fastSeconds, plainSeconds);
+    }
+
     public static long PeakMemory() => ProcessStatus("VmHWM") is > 0 and var peak ? peak : Process.GetCurrentProcess().PeakWorkingSet64;
 
     /// <summary>A size field of /proc/self/status ("VmHWM:\t14914412 kB") in bytes; 0 where there is none.</summary>

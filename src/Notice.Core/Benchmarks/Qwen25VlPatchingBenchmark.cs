@@ -33,36 +33,8 @@ public static class Qwen25VlPatchingBenchmark
 
         log?.Invoke($"{samples} samples x {config.NumHiddenLayers} layers x {config.NumAttentionHeads} heads at the last of {length} positions " +
                     $"({length - textTokens} image tokens); {plainUnits} of those units on the plain path");
-        long fastUnits = 0;
-        double fastSeconds = 0, plainSeconds = 0;
-        for (int i = 0; i < inputs.Count; i++)
-        {
-            var step = Stopwatch.StartNew();
-            using var prepared = engine.Prepare(inputs[i], CorruptionMode.Image);
-            double prepare = step.Elapsed.TotalSeconds;
-            var units = LastPositionHeadUnits(config, prepared.Positions);
-            engine.Run(prepared, units);
-            double fast = step.Elapsed.TotalSeconds;
-            fastSeconds += fast;
-            fastUnits += units.Count;
-
-            int plain = plainUnits / inputs.Count + (i < plainUnits % inputs.Count ? 1 : 0);
-            step.Restart();
-            engine.RunPlain(prepared, units.Take(plain).ToList());
-            plainSeconds += step.Elapsed.TotalSeconds;
-            log?.Invoke($"  sample {i}: fast path {prepare:F1} s clean and corrupt runs + {fast - prepare:F1} s for {units.Count} units; " +
-                        $"plain path {step.Elapsed.TotalSeconds:F1} s for {plain} units; peak resident {PatchingBenchmark.PeakMemory() / 1e9:F1} GB");
-        }
+        var (fastUnits, fastSeconds, plainSeconds) = PatchingBenchmark.TakeTurns(engine, inputs, Qwen25VlSites.AttnHeads, plainUnits, log);
         return new BenchResult(name, samples, length, fastUnits, fastSeconds, plainUnits, plainSeconds, PatchingBenchmark.PeakMemory(), torch.get_num_threads());
-    }
-
-    private static List<PatchUnit> LastPositionHeadUnits(QwenConfig config, int positions)
-    {
-        var units = new List<PatchUnit>();
-        for (int l = 0; l < config.NumHiddenLayers; l++)
-            for (int h = 0; h < config.NumAttentionHeads; h++)
-                units.Add(new PatchUnit(Qwen25VlSites.AttnHeads, l, h, positions - 1));
-        return units;
     }
 
     /// <summary>A prompt shaped like the chat template (15 text tokens, &lt;|vision_start|&gt;, the image's
