@@ -68,8 +68,10 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
         try
         {
             var r = Wire.Read<ShardResultMessage>(e);
-            if (string.IsNullOrEmpty(r.ShardId) || r.Rows is null || r.Rows.Any(row => row is null))
+            r.Failed ??= [];
+            if (string.IsNullOrEmpty(r.ShardId) || r.Rows is null || r.Rows.Any(row => row is null) || r.Failed.Any(f => f is null || f.Units < 0))
                 throw new InvalidDataException("a ShardResultMessage without its shard id or rows");
+            foreach (var f in r.Failed) { f.ShardId = r.ShardId; f.SampleId ??= ""; f.Mode ??= ""; f.Site ??= ""; f.Error ??= ""; f.Worker ??= ""; }
             // Only a shard of the plan counts towards the run (a stray entry must not complete it early).
             if (!await _db.SetContainsAsync(_keys.Planned, r.ShardId)) throw new InvalidDataException($"shard '{r.ShardId}' is not planned in run {runId}");
             return r;
@@ -144,13 +146,13 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
         lock (_lock)
         {
             long done = _results.Values.Sum(r => (long)r.Rows.Length);
-            long failed = _dead.Values.Sum(d => (long)d.Units);
+            long failed = Failures().Sum(d => (long)d.Units);
             long total = _spec?.TotalUnits ?? 0;
             if (_unitsAtStart < 0 && _spec is not null) _unitsAtStart = done;
             double seconds = (DateTime.UtcNow - _started).TotalSeconds;
             double rate = seconds > 0 ? (done - Math.Max(0, _unitsAtStart)) / seconds : 0;
             double? eta = rate > 0 && total > 0 ? Math.Max(0, total - done - failed) / rate : null;
-            return new RunStatus(runId, total, done, failed, _spec?.TotalShards ?? 0, _results.Count, DeadShards, rate, eta, Complete,
+            return new RunStatus(runId, total, done, failed, Math.Max(_spec?.TotalShards ?? 0, _planned), _results.Count, DeadShards, rate, eta, Complete,
                 Path.GetFullPath(outDir), Complete ? Path.GetFullPath(Path.Combine(outDir, "report.html")) : null);
         }
     }
@@ -158,6 +160,7 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
     private async Task PublishStatusAsync()
     {
         _spec ??= await RunPlanner.LoadSpecAsync(_db, runId);
+        _planned = (int)await _db.SetLengthAsync(_keys.Planned);
         var s = Status();
         await _db.HashSetAsync(_keys.Status,
         [
@@ -172,7 +175,9 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
         if (Complete || _spec is null) return;
         int shards;
         lock (_lock) shards = _results.Count + DeadShards;
-        if (shards < _spec.TotalShards) return;
+        // Every shard the coordinator planned, and every one the workers added (atp+exact's
+        // confirmations, planned before the shard that adds them is written), is done or dead.
+        if (shards < _spec.TotalShards || shards < (_planned = (int)await _db.SetLengthAsync(_keys.Planned))) return;
         // Entries still queued behind the last shard (garbage a worker has yet to dead-letter) are
         // waited for a few seconds, so that failures.csv reports them; never longer.
         _allShardsSince ??= DateTime.UtcNow;
@@ -211,6 +216,13 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
         return parts[0].PadLeft(20, '0') + "-" + (parts.Length > 1 ? parts[1] : "0").PadLeft(20, '0');
     }
 
+    /// <summary>Shards planned so far (the coordinator's and those the workers added), as last read.</summary>
+    private int _planned;
+
+    /// <summary>What failed: dead shards and malformed entries, and the units of finished shards that could
+    /// not run (an atp shard's site that cannot be planned for its sample). Called under the lock.</summary>
+    private IEnumerable<DeadLetterMessage> Failures() => _dead.Values.Concat(_results.Values.SelectMany(r => r.Failed));
+
     /// <summary>Shards of the plan that are dead (malformed entries are reported, but were never planned).</summary>
     private int DeadShards => _dead.Keys.Count(k => !k.StartsWith("malformed ", StringComparison.Ordinal));
 
@@ -240,13 +252,13 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
         await ResultsTables.WriteParquetAsync(Path.Combine(outDir, ResultsTables.ResultsParquet), rows);
         ResultsTables.Write(Path.Combine(outDir, ResultsTables.BaselinesCsv), baselines);
         List<DeadLetterMessage> dead;
-        lock (_lock) dead = _dead.Values.OrderBy(d => d.ShardId, StringComparer.Ordinal).ToList();
+        lock (_lock) dead = Failures().OrderBy(d => d.ShardId, StringComparer.Ordinal).ThenBy(d => d.Site, StringComparer.Ordinal).ToList();
         ResultsTables.Write(Path.Combine(outDir, ResultsTables.FailuresCsv),
             dead.Select(d => new FailureRow { Run = runId, Sample = d.SampleId, Mode = d.Mode, Site = d.Site, Error = $"{d.Units} units: {d.Error}" }));
         var provenance = Provenance.Describe(spec.Experiment, runId, spec.PairsSha256);
         provenance["units_total"] = spec.TotalUnits;
-        provenance["shards_total"] = spec.TotalShards;
-        provenance["shards_dead"] = dead.Count;
+        provenance["shards_total"] = Math.Max(spec.TotalShards, _planned);
+        provenance["shards_dead"] = DeadShards;
         provenance["distributed"] = true;
         File.WriteAllText(Path.Combine(outDir, Provenance.FileName), provenance.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
     }

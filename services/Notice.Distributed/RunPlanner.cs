@@ -12,7 +12,9 @@ namespace Notice.Distributed;
 /// The coordinator's work: stores a run (its spec and its samples, image bytes included) in Redis
 /// and adds its shards to the run's work stream. Planning is idempotent: a shard id is added to the
 /// planned set and its message to the stream in one Lua script, so planning the same run twice
-/// (a restarted coordinator) enqueues nothing twice.
+/// (a restarted coordinator) enqueues nothing twice. Under atp+exact the workers add the confirmation
+/// shards, so the planned set grows during the run: <see cref="RunSpecMessage.TotalShards"/> counts the
+/// shards planned here.
 /// </summary>
 public sealed class RunPlanner(IDatabase db)
 {
@@ -45,6 +47,17 @@ public sealed class RunPlanner(IDatabase db)
             cancel.ThrowIfCancellationRequested();
             await db.HashSetAsync(keys.Samples, r.Id, Wire.Write(ToMessage(spec.PairsPath, r)));
             foreach (var mode in spec.Modes)
+            {
+                if (spec.Method.Estimates())
+                {
+                    // Attribution patching: one shard per (sample, mode); atp+exact's confirmation shards follow from it.
+                    shards.Add(new ShardMessage
+                    {
+                        RunId = runId, ShardId = ShardKey.Atp(r.Id, mode.Name()).ToString(), SampleId = r.Id, Mode = mode, Method = PatchMethod.Atp,
+                        TraceParent = traceParent, EstimatedUnits = (int)spec.Sites.Sum(site => estimate.Rows(r, site)),
+                    });
+                    continue;
+                }
                 foreach (var site in spec.Sites)
                 {
                     // Head sites split by layer: shards of comparable size spread over more workers.
@@ -57,6 +70,7 @@ public sealed class RunPlanner(IDatabase db)
                             EstimatedUnits = (int)(estimate.Rows(r, site) / (layer is null ? 1 : estimate.Layers.Count)),
                         });
                 }
+            }
         }
         var message = new RunSpecMessage
         {

@@ -95,8 +95,8 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
 
     private async Task<bool> RunFinishedAsync(RunSpecMessage spec)
     {
-        long done = await _db.SetLengthAsync(_keys.Done), dead = await _db.SetLengthAsync(_keys.DeadSet);
-        return done + dead >= spec.TotalShards;
+        long done = await _db.SetLengthAsync(_keys.Done), dead = await _db.SetLengthAsync(_keys.DeadSet), planned = await _db.SetLengthAsync(_keys.Planned);
+        return done + dead >= Math.Max(spec.TotalShards, planned);
     }
 
     /// <summary>Once every shard is done or dead, entries still pending belong to workers that died
@@ -159,8 +159,11 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
                 {
                     var sample = await _samples.GetAsync(shard.SampleId);
                     _busy.Start();
-                    var result = runner.Run(shard, sample, options.WorkerId);
+                    var (result, next) = runner.Run(shard, sample, options.WorkerId);
                     _busy.Stop();
+                    // Shards this one adds (atp+exact's confirmations) are planned before its results are
+                    // written: whoever sees it done finds them planned, and a redelivery adds none twice.
+                    foreach (var n in next) await _db.AppendOnceAsync(_keys.Planned, _keys.Work, n.ShardId, Wire.Write(n));
                     await _db.AppendOnceAsync(_keys.Done, _keys.Results, shard.ShardId, Wire.Write(result));
                     _unitsDone += result.Rows.Length;
                     UnitsCompleted.Add(result.Rows.Length);
@@ -196,9 +199,11 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
     private async Task<ShardMessage> ReadShardAsync(StreamEntry entry)
     {
         var shard = Wire.Read<ShardMessage>(entry);
-        if (string.IsNullOrEmpty(shard.ShardId) || string.IsNullOrEmpty(shard.SampleId) || shard.Site is null || string.IsNullOrEmpty(shard.Site.Name)
-            || !Enum.IsDefined(shard.Mode) || shard.EstimatedUnits < 0)
-            throw new InvalidDataException("a ShardMessage without its shard id, sample, mode or site");
+        if (string.IsNullOrEmpty(shard.ShardId) || string.IsNullOrEmpty(shard.SampleId) || !Enum.IsDefined(shard.Mode) || shard.EstimatedUnits < 0
+            || shard.Method is not (PatchMethod.Exact or PatchMethod.Atp)
+            || !(shard.Method == PatchMethod.Atp ? shard.Site is null && shard.Units is null : (shard.Site is { Name.Length: > 0 }) != (shard.Units is not null))
+            || shard.Units is not null && (shard.Units.Length > shard.EstimatedUnits || shard.Units.Any(u => u?.Site is null)))
+            throw new InvalidDataException("a ShardMessage without its shard id, sample, mode, method, site or units (an exact shard names its site or its units; an atp shard neither)");
         if (shard.RunId != options.RunId) throw new InvalidDataException($"a shard of run '{shard.RunId}', not of run {options.RunId}");
         if (!await _db.SetContainsAsync(_keys.Planned, shard.ShardId)) throw new InvalidDataException($"shard '{shard.ShardId}' is not planned in run {options.RunId}");
         return shard;
@@ -212,7 +217,8 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
         span?.SetTag("notice.shard", shard.ShardId);
         span?.SetTag("notice.sample", shard.SampleId);
         span?.SetTag("notice.mode", shard.Mode);
-        span?.SetTag("notice.site", shard.Site);
+        span?.SetTag("notice.site", shard.SiteName);
+        span?.SetTag("notice.method", PatchMethods.Name(shard.Method));
         return span;
     }
 
@@ -238,7 +244,7 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
     {
         var message = new DeadLetterMessage
         {
-            ShardId = shard.ShardId, SampleId = shard.SampleId, Mode = shard.Mode.Name(), Site = shard.Site.Name,
+            ShardId = shard.ShardId, SampleId = shard.SampleId, Mode = shard.Mode.Name(), Site = shard.SiteName,
             Units = shard.EstimatedUnits, Error = error, Attempts = attempts, Worker = options.WorkerId,
         };
         Log?.Invoke($"shard {shard.ShardId} dead-lettered: {error}");

@@ -280,8 +280,8 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output) : IDispos
         var provenance = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(_out, "both", Provenance.FileName)))!;
         Assert.Equal("atp+exact", provenance["method"]!.GetValue<string>());
 
-        // A worker's layer shards give the local run's rows: estimates from one backward pass over the
-        // whole experiment, confirmed units chosen from the whole (sample, mode, site) table.
+        // A worker's atp shard gives the local run's estimates of every site, and the confirmation shards
+        // it adds (one exact shard per site, naming that table's top units) give the local run's exact rows.
         var spec = Spec(PatchMethod.AtpExact, 3);
         var pairs = Path.Combine(Fixtures.BlipTiny, "pairs.jsonl");
         var record = PairsManifest.Resolve(pairs, PairsManifest.Read(pairs)[0]);
@@ -292,13 +292,21 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output) : IDispos
             CorruptImageName = record.CorruptImage, CorruptImage = File.ReadAllBytes(record.CorruptImage),
         };
         using var runner = new ShardRunner(new RunSpecMessage { RunId = "r", Experiment = spec });
-        var shardRows = new List<ResultRow>();
-        foreach (var layer in new[] { 0, 1 })
-            shardRows.AddRange(runner.Run(new ShardMessage { ShardId = $"s{layer}", SampleId = record.Id, Mode = CorruptionMode.Image, Site = BlipSites.CrossHeads, Layer = layer }, message, "w").Rows);
-        var local = both.Where(r => r.Sample == record.Id && r.Mode == "image" && r.Site == BlipSites.CrossHeads.Name).ToDictionary(r => r.Key);
-        Assert.Equal(local.Count, shardRows.Count);
-        foreach (var r in shardRows)
-            Assert.Equal(local[r.Key].LogitDiff, r.LogitDiff, 1e-5);
+        var (atpShard, next) = runner.Run(new ShardMessage { RunId = "r", ShardId = "a", SampleId = record.Id, Mode = CorruptionMode.Image, Method = PatchMethod.Atp }, message, "w");
+        var local = both.Where(r => r.Sample == record.Id && r.Mode == "image").ToDictionary(r => r.Key);
+        Assert.Equal(local.Values.Count(r => r.Method == "atp"), atpShard.Rows.Length);
+        Assert.All(atpShard.Rows, r => Assert.Equal(local[r.Key].Values, r.Values));   // bit for bit
+        Assert.Empty(atpShard.Failed);
+        var confirm = Assert.Single(next);
+        Assert.Equal(($"{record.Id}|image|*|confirm", PatchMethod.Exact, (PatchSite?)null, 3 * spec.Sites.Count), (confirm.ShardId, confirm.Method, confirm.Site, confirm.EstimatedUnits));
+        Assert.Equal(spec.Sites.SelectMany(s => Enumerable.Repeat(s, 3)), confirm.Units!.Select(u => u.Site));   // each table's top 3
+        var confirmedRows = runner.Run(confirm, message, "w").Result.Rows;
+        Assert.Equal(local.Values.Count(r => r.Method == "exact"), confirmedRows.Length);
+        Assert.All(confirmedRows, r => Assert.Equal(local[r.Key].Values, r.Values));
+        // A confirmation shard naming a unit the experiment does not plan is refused.
+        ShardMessage Naming(PatchUnit unit) => new() { ShardId = "x", SampleId = record.Id, Mode = CorruptionMode.Image, Units = [unit], EstimatedUnits = 1 };
+        Assert.Contains("which the experiment does not plan", Assert.Throws<InvalidDataException>(() => runner.Run(Naming(new(BlipSites.CrossHeads, 0, 99, 0)), message, "w")).Message);
+        Assert.Contains("which is not one of the experiment's", Assert.Throws<InvalidDataException>(() => runner.Run(Naming(new(BlipSites.CrossHeads with { HookPoint = "x" }, 0, 0, 0)), message, "w")).Message);
     }
 
     [Fact]

@@ -79,17 +79,90 @@ public sealed class DistributedRunTests : IDisposable
     {
         var experiment = Spec() with { Method = PatchMethod.AtpExact, ConfirmTop = 4 };
         using var redis = _redis.Connect();
-        await new RunPlanner(redis.GetDatabase()).PlanAsync(experiment, "ra");
+        var (plan, enqueued) = await new RunPlanner(redis.GetDatabase()).PlanAsync(experiment, "ra");
+        Assert.Equal((2 * 2, 2 * 2), (plan.TotalShards, enqueued));   // one atp shard per (sample, mode)
         var w1 = new WorkerLoop(redis, Worker("ra", "w1")).RunAsync(CancellationToken.None);
         using var redis2 = _redis.Connect();
         var w2 = new WorkerLoop(redis2, Worker("ra", "w2")).RunAsync(CancellationToken.None);
         var outDir = Path.Combine(_dir, "dist-atp");
-        await CompleteAsync(redis, "ra", outDir, w1, w2);
+        var aggregator = await CompleteAsync(redis, "ra", outDir, w1, w2);
         var rows = ResultsTables.Read<ResultRow>(Path.Combine(outDir, ResultsTables.ResultsCsv));
         var local = await LocalRowsAsync(experiment);
         Assert.Contains(local, r => r.Method == "atp");
         Assert.Equal(2 * 2 * 2 * 4, local.Count(r => r.Method == "exact"));   // samples x modes x sites x 4 confirmed
         AssertSameUnits(local, rows);
+        var byKey = rows.ToDictionary(r => r.Key);
+        Assert.All(local, r => Assert.Equal(r.Values, byKey[r.Key].Values));   // bit for bit
+
+        // The work stream: the atp shards the coordinator planned, then the exact confirmation shards the
+        // workers added, one per (sample, mode), naming each of its two tables' top 4 units.
+        var work = (await redis.GetDatabase().StreamRangeAsync(new RedisKeys("ra").Work)).Select(e => Wire.Read<ShardMessage>(e)).ToList();
+        Assert.Equal(4 + 4, work.Count);
+        Assert.All(work.Take(4), s => Assert.Equal((PatchMethod.Atp, (PatchSite?)null, ShardKey.AtpStage), (s.Method, s.Site, ShardKey.Parse(s.ShardId).Stage)));
+        Assert.All(work.Skip(4), s => Assert.Equal((PatchMethod.Exact, 2 * 4, ShardKey.ConfirmStage), (s.Method, s.Units!.Length, ShardKey.Parse(s.ShardId).Stage)));
+        var status = aggregator.Status();
+        Assert.Equal((8, 8, 0L), (status.ShardsTotal, status.ShardsDone, status.UnitsFailed));
+        Assert.Equal(plan.TotalUnits, status.UnitsDone);
+        // Results say which method made them: the confirmation shards' rows are exact, the atp shards' atp.
+        var results = (await redis.GetDatabase().StreamRangeAsync(new RedisKeys("ra").Results)).Select(e => Wire.Read<ShardResultMessage>(e)).ToList();
+        Assert.All(results, r => Assert.All(r.Rows, row => Assert.Equal(r.ShardId.EndsWith("|atp") ? "atp" : "exact", row.Method)));
+    }
+
+    [Fact]
+    public async Task AnAtpRunIsOneShardPerSampleAndModeAndAPoisonSampleFailsItsUnits()
+    {
+        foreach (var f in Directory.GetFiles(Fixtures.BlipTiny, "*.png")) File.Copy(f, Path.Combine(_dir, Path.GetFileName(f)));
+        File.WriteAllText(Path.Combine(_dir, "poison.png"), "not an image");
+        var lines = File.ReadAllLines(Path.Combine(Fixtures.BlipTiny, "pairs.jsonl")).ToList();
+        lines.Add(lines[0].Replace("shapes-circle-color", "poison").Replace("\"image\":\"red_circle_blue_square.png\"", "\"image\":\"poison.png\""));
+        var pairs = Path.Combine(_dir, "pairs.jsonl");
+        File.WriteAllLines(pairs, lines);
+        foreach (var (method, run) in new[] { (PatchMethod.Atp, "rp1"), (PatchMethod.AtpExact, "rp2") })
+        {
+            var experiment = Spec(pairs) with { Method = method, ConfirmTop = 2 };
+            using var redis = _redis.Connect();
+            var (plan, _) = await new RunPlanner(redis.GetDatabase()).PlanAsync(experiment, run);
+            Assert.Equal(3 * 2, plan.TotalShards);
+            var worker = new WorkerLoop(redis, Worker(run, "w")).RunAsync(CancellationToken.None);
+            var outDir = Path.Combine(_dir, run);
+            var status = (await CompleteAsync(redis, run, outDir, worker)).Status();
+            // The poison sample's two atp shards are dead (with every row they stood for, confirmations
+            // included); no confirmation shard follows them; every other unit is done.
+            Assert.Equal(2, status.ShardsDead);
+            Assert.Equal(method == PatchMethod.AtpExact ? 6 + 4 : 6, status.ShardsTotal);
+            Assert.Equal(plan.TotalUnits, status.UnitsDone + status.UnitsFailed);
+            var failures = ResultsTables.Read<FailureRow>(Path.Combine(outDir, ResultsTables.FailuresCsv));
+            Assert.Equal(2, failures.Count);
+            Assert.All(failures, f => Assert.Equal(("poison", "*"), (f.Sample, f.Site)));
+            var local = (await LocalRowsAsync(Spec() with { Method = method, ConfirmTop = 2 })).ToDictionary(r => r.Key);
+            var rows = ResultsTables.Read<ResultRow>(Path.Combine(outDir, ResultsTables.ResultsCsv));
+            Assert.Equal(local.Count, rows.Count);
+            Assert.All(rows, r => Assert.Equal(local[r.Key].Values, r.Values));
+            Directory.Delete(Path.Combine(_dir, "local"), recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task UnitsAShardCouldNotRunAreReportedWithItsResults()
+    {
+        using var redis = _redis.Connect();
+        var db = redis.GetDatabase();
+        var keys = new RedisKeys("rf");
+        var (plan, _) = await new RunPlanner(db).PlanAsync(Spec() with { Method = PatchMethod.Atp }, "rf");
+        // As a worker writes an atp shard one of whose sites cannot be planned for its sample.
+        foreach (var id in (await db.SetMembersAsync(keys.Planned)).Select(v => v.ToString()))
+            await db.AppendOnceAsync(keys.Done, keys.Results, id, Wire.Write(new ShardResultMessage
+            {
+                ShardId = id, Worker = "w", Rows = [],
+                Failed = [new DeadLetterMessage { SampleId = ShardKey.Parse(id).Sample, Mode = ShardKey.Parse(id).Mode, Site = "mlp", Units = 5, Error = "no position" }],
+            }));
+        var outDir = Path.Combine(_dir, "partial");
+        var status = (await CompleteAsync(redis, "rf", outDir)).Status();
+        Assert.Equal((plan.TotalShards, 0, 5L * plan.TotalShards), (status.ShardsDone, status.ShardsDead, status.UnitsFailed));
+        var failures = ResultsTables.Read<FailureRow>(Path.Combine(outDir, ResultsTables.FailuresCsv));
+        Assert.Equal(plan.TotalShards, failures.Count);
+        Assert.All(failures, f => Assert.Equal(("mlp", "5 units: no position"), (f.Site, f.Error)));
+        Assert.Equal(plan.SampleIds.ToHashSet(), failures.Select(f => f.Sample).ToHashSet());
     }
 
     [Fact]

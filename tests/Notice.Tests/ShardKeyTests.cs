@@ -16,8 +16,21 @@ public sealed class ShardKeyTests
         Assert.Equal(key, ShardKey.Parse(id));
     }
 
+    [Fact]
+    public void AttributionAndConfirmationShardIdsRoundTrip()
+    {
+        var atp = ShardKey.Atp("a|b", "image");
+        Assert.Equal("a|b|image|*|atp", atp.ToString());
+        Assert.Equal(atp, ShardKey.Parse(atp.ToString()));
+        var confirm = ShardKey.Confirm("s1", "text");
+        Assert.Equal("s1|text|*|confirm", confirm.ToString());
+        Assert.Equal(confirm, ShardKey.Parse(confirm.ToString()));
+        Assert.Null(ShardKey.Parse("s1|text|heads:attn|L2").Stage);
+    }
+
     [Theory]
     [InlineData("")]
+    [InlineData("s1|atp")]
     [InlineData("s1|image")]
     [InlineData("s1||attn")]
     public void AMalformedShardIdIsRefusedWithTheId(string id)

@@ -91,9 +91,20 @@ public sealed class StreamHostileInputTests : IDisposable
         // Before any service reads them: garbage first in every stream, and an entry without the message field.
         var badWork = await AddAsync(db, keys.Work, Garbage(AHeartbeat));
         badWork.Add(await db.StreamAddAsync(keys.Work, "x", "no m field"));
+        // Shards that decode but contradict themselves: an atp shard naming a site, an exact shard naming
+        // neither site nor units, more units than it says, an unknown method, a unit without its site.
+        var planned = (await db.SetMembersAsync(keys.Planned))[0].ToString();
+        ShardMessage Shard(Action<ShardMessage> set) { var m = new ShardMessage { RunId = "hostile", ShardId = planned, SampleId = "s", Site = BlipSites.Mlp }; set(m); return m; }
+        badWork.AddRange(await AddAsync(db, keys.Work, new[]
+        {
+            Shard(m => m.Method = PatchMethod.Atp), Shard(m => m.Site = null), Shard(m => { m.Site = null; m.Units = [new(BlipSites.Mlp, 0, -1, 0)]; }),
+            Shard(m => m.Method = (PatchMethod)7), Shard(m => { m.Site = null; m.Units = [null!]; m.EstimatedUnits = 1; }),
+        }.Select(Wire.Write)));
         var badResults = await AddAsync(db, keys.Results, Garbage(AShard));
         // A shard result of a shard that is not planned must not count towards the run.
         badResults.AddRange(await AddAsync(db, keys.Results, [Wire.Write(new ShardResultMessage { ShardId = "nowhere|image|mlp", Rows = [] })]));
+        // Failed units that are no count.
+        badResults.AddRange(await AddAsync(db, keys.Results, [Wire.Write(new ShardResultMessage { ShardId = "x", Rows = [], Failed = [new DeadLetterMessage { Units = -3 }] })]));
         await AddAsync(db, keys.Dead, Garbage(AShard));
         await AddAsync(db, keys.Dead, [Wire.Write(new DeadLetterMessage { ShardId = "nowhere|image|mlp", Units = 5 })]);
         await PoisonHeartbeatsAsync(db, keys);

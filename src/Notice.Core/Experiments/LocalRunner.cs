@@ -132,14 +132,12 @@ public sealed class LocalRunner
                 if (run.Baselines.Add((record.Id, mode.Name())))
                     ResultsTables.Append(run.File(ResultsTables.BaselinesCsv), [ResultRows.Baseline(run.Id, run.Model, sample, mode, prepared)]);
                 var plans = pending.Select(site => (site, units: Plan(run, backend, sample, mode, prepared, site))).Where(x => x.units is not null).ToList();
-                // Attribution patching: every pending table's estimates from one backward pass.
-                UnitResult[]? estimates = run.Spec.Method.Estimates() ? backend.Engine.Estimate(prepared, plans.SelectMany(x => x.units!).ToList()) : null;
-                int offset = 0;
-                foreach (var (site, units) in plans)
+                // Attribution patching: every pending table's estimates from one backward pass (a worker's atp shard does the same).
+                var estimates = run.Spec.Method.Estimates() ? PatchMethods.Estimate(backend.Engine, prepared, plans.Select(x => (IReadOnlyList<PatchUnit>)x.units!).ToList()) : null;
+                for (int i = 0; i < plans.Count; i++)
                 {
                     if (cancel.IsCancellationRequested) return false;
-                    RunGroup(run, backend, sample, mode, prepared, site, units!, estimates?[offset..(offset + units!.Count)]);
-                    offset += units!.Count;
+                    RunGroup(run, backend, sample, mode, prepared, plans[i].site, plans[i].units!, estimates?[i]);
                 }
             }
         }

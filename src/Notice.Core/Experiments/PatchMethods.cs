@@ -51,15 +51,28 @@ public static class PatchMethods
             .OrderByDescending(x => float.IsNaN(x.Score) ? float.NegativeInfinity : x.Score).ThenBy(x => x.i)
             .Take(ConfirmCount(estimates.Count, confirmTop)).Select(x => x.Unit).ToList();
 
+    /// <summary>Attribution patching's estimates of several tables from one corrupt forward pass with
+    /// gradients and one backward pass (<see cref="IPatchingEngine.Estimate"/>), sliced back per table.</summary>
+    public static List<UnitResult[]> Estimate(IPatchingEngine engine, IPreparedSample prepared, IReadOnlyList<IReadOnlyList<PatchUnit>> tables)
+    {
+        var all = engine.Estimate(prepared, tables.SelectMany(t => t).ToList());
+        var sliced = new List<UnitResult[]>(tables.Count);
+        int offset = 0;
+        foreach (var t in tables)
+        {
+            sliced.Add(all[offset..(offset + t.Count)]);
+            offset += t.Count;
+        }
+        return sliced;
+    }
+
     /// <summary>
     /// One table's rows by the experiment's method: (method, result) for each row, estimates first.
     /// <paramref name="estimates"/>: the table's estimates when the caller computed them with other
-    /// tables' (one backward pass per sample and mode); computed here otherwise.
-    /// <paramref name="table"/>: for atp+exact, the whole table's estimates the top units are chosen
-    /// from, where <paramref name="units"/> is only part of it (a worker's layer shard); default the units'.
+    /// tables' (<see cref="Estimate"/>: one backward pass per sample and mode); computed here otherwise.
     /// </summary>
     public static List<(PatchMethod Method, UnitResult Result)> Run(IPatchingEngine engine, IPreparedSample prepared, IReadOnlyList<PatchUnit> units,
-        ExperimentSpec spec, IReadOnlyList<UnitResult>? estimates = null, IReadOnlyList<UnitResult>? table = null, Action<int>? progress = null)
+        ExperimentSpec spec, IReadOnlyList<UnitResult>? estimates = null, Action<int>? progress = null)
     {
         var rows = new List<(PatchMethod, UnitResult)>();
         IReadOnlyList<PatchUnit> exact = units;
@@ -69,14 +82,24 @@ public static class PatchMethods
             rows.AddRange(estimates.Select(r => (PatchMethod.Atp, r)));
             progress?.Invoke(estimates.Count);
             if (spec.Method == PatchMethod.Atp) return rows;
-            var wanted = units.ToHashSet();
-            exact = Confirmed(table ?? estimates, spec.ConfirmTop).Where(wanted.Contains).ToList();
+            exact = Confirmed(estimates, spec.ConfirmTop);
         }
-        // Units go to the engine as the distributed run's shards hold them (head sites one layer at a
-        // time; the engine batches them), so local and distributed rows agree to the last bit.
-        foreach (var shard in exact.GroupBy(u => (u.Site, u.Site.PerHead ? u.Layer : -1)).Select(g => g.ToList()))
+        rows.AddRange(RunExact(engine, prepared, exact, progress).Select(r => (PatchMethod.Exact, r)));
+        return rows;
+    }
+
+    /// <summary>
+    /// Exact patching of a table's units (all of them, or those atp+exact confirms). Units go to the
+    /// engine as the distributed run's shards hold them (head sites one layer at a time; the engine
+    /// batches them), and a confirmation shard runs its units through here too, so local and
+    /// distributed rows agree to the last bit.
+    /// </summary>
+    public static List<UnitResult> RunExact(IPatchingEngine engine, IPreparedSample prepared, IReadOnlyList<PatchUnit> units, Action<int>? progress = null)
+    {
+        var rows = new List<UnitResult>(units.Count);
+        foreach (var shard in units.GroupBy(u => (u.Site, u.Site.PerHead ? u.Layer : -1)).Select(g => g.ToList()))
         {
-            rows.AddRange(engine.Run(prepared, shard).Select(r => (PatchMethod.Exact, r)));
+            rows.AddRange(engine.Run(prepared, shard));
             progress?.Invoke(shard.Count);
         }
         return rows;

@@ -1,3 +1,5 @@
+using MessagePack;
+
 namespace Notice.Core.Patching;
 
 /// <summary>How the corrupt run differs from the clean one.</summary>
@@ -15,7 +17,8 @@ public enum CorruptionMode
 /// One patched run: in the corrupt run of a sample, the site's value at (layer, position[, head])
 /// is replaced by the clean run's. Head is -1 for whole-module sites.
 /// </summary>
-public sealed record PatchUnit(PatchSite Site, int Layer, int Head, int Position)
+[MessagePackObject]
+public sealed record PatchUnit([property: Key(0)] PatchSite Site, [property: Key(1)] int Layer, [property: Key(2)] int Head, [property: Key(3)] int Position)
 {
     public override string ToString() => Head < 0 ? $"{Site}@L{Layer}.P{Position}" : $"{Site}@L{Layer}.H{Head}.P{Position}";
 }
