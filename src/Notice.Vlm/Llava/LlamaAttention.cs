@@ -6,8 +6,10 @@ using static TorchSharp.torch;
 namespace Notice.Vlm.Llava;
 
 /// <summary>
-/// LlamaAttention (eager; also Qwen2's, with biases on q/k/v and M-RoPE's cos/sin): rotary positions on queries and keys, grouped-query attention when there
-/// are fewer key/value heads than query heads, softmax(QK^T / sqrt(d) + mask) V per head, o_proj.
+/// LlamaAttention (eager; also Qwen2's, with biases on q/k/v and none on o_proj, see
+/// <see cref="DecoderConfig"/>): rotary positions on queries and keys (LLaMA's or M-RoPE's angles
+/// come with the call), grouped-query attention when there are fewer key/value heads than query
+/// heads, softmax(QK^T / sqrt(d) + mask) V per head, o_proj.
 /// Hook points (per layer l): "text.blocks.{l}.attn.pattern" [B, H, T, S] (probabilities),
 /// "text.blocks.{l}.attn.z" [B, T, H, Dh] (per-head context, the input of o_proj),
 /// "text.blocks.{l}.attn.out" (the o_proj output).
@@ -18,20 +20,15 @@ public sealed class LlamaAttention : nn.Module
     private readonly int _heads, _kvHeads, _headDim;
     private readonly string _patternHook, _zHook, _outHook;
 
-    internal LlamaAttention(LlamaConfig c, int layer, Placement at)
-        : this(c.HiddenSize, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.AttentionBias, c.AttentionBias, layer, at) { }
-
-    /// <summary>The same attention with its sizes and biases given: Qwen2's has biases on q, k and v
-    /// and none on o_proj; the rotary positions (LLaMA's, or M-RoPE's) come in with the call.</summary>
-    internal LlamaAttention(int hidden, int heads, int kvHeads, int headDim, bool qkvBias, bool outBias, int layer, Placement at) : base("self_attn")
+    internal LlamaAttention(DecoderConfig c, int layer, Placement at) : base("self_attn")
     {
-        _heads = heads;
-        _kvHeads = kvHeads;
-        _headDim = headDim;
-        _q = nn.Linear(hidden, _heads * _headDim, hasBias: qkvBias, device: at.Device, dtype: at.DType);
-        _k = nn.Linear(hidden, _kvHeads * _headDim, hasBias: qkvBias, device: at.Device, dtype: at.DType);
-        _v = nn.Linear(hidden, _kvHeads * _headDim, hasBias: qkvBias, device: at.Device, dtype: at.DType);
-        _o = nn.Linear(_heads * _headDim, hidden, hasBias: outBias, device: at.Device, dtype: at.DType);
+        _heads = c.NumAttentionHeads;
+        _kvHeads = c.NumKeyValueHeads;
+        _headDim = c.HeadDim;
+        _q = nn.Linear(c.HiddenSize, _heads * _headDim, hasBias: c.QkvBias, device: at.Device, dtype: at.DType);
+        _k = nn.Linear(c.HiddenSize, _kvHeads * _headDim, hasBias: c.QkvBias, device: at.Device, dtype: at.DType);
+        _v = nn.Linear(c.HiddenSize, _kvHeads * _headDim, hasBias: c.QkvBias, device: at.Device, dtype: at.DType);
+        _o = nn.Linear(_heads * _headDim, c.HiddenSize, hasBias: c.OutBias, device: at.Device, dtype: at.DType);
         _patternHook = HookName.AttnPattern(layer);
         _zHook = HookName.AttnZ(layer);
         _outHook = HookName.AttnOut(layer);

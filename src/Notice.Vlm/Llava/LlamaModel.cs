@@ -12,12 +12,31 @@ namespace Notice.Vlm.Llava;
 public sealed record LlamaOutput(Tensor LastHiddenState, KeyValueCache[]? Cache);
 
 /// <summary>
-/// LlamaModel as transformers 4.41 computes it (eager attention): token embeddings; decoder layers
-/// of RMSNorm, rotary self-attention, residual, RMSNorm, SiLU-gated MLP, residual; a final RMSNorm.
+/// The sizes and biases of a Llama-style decoder, whichever family's config they come from
+/// (LLaVA's <see cref="LlamaConfig"/>, Qwen2.5-VL's QwenConfig).
+/// </summary>
+/// <param name="QkvBias">biases on q_proj, k_proj and v_proj (LLaMA: attention_bias; Qwen2: always)</param>
+/// <param name="OutBias">a bias on o_proj (LLaMA: attention_bias; Qwen2: never)</param>
+/// <param name="MlpBias">biases on gate_proj, up_proj and down_proj</param>
+public sealed record DecoderConfig(int VocabSize, int HiddenSize, int IntermediateSize, int NumHiddenLayers,
+    int NumAttentionHeads, int NumKeyValueHeads, string HiddenAct, double RmsNormEps, bool QkvBias, bool OutBias, bool MlpBias)
+{
+    public int HeadDim => HiddenSize / NumAttentionHeads;
+}
+
+/// <summary>
+/// A Llama-style decoder as transformers computes it (eager attention): token embeddings; decoder
+/// layers of RMSNorm, rotary self-attention, residual, RMSNorm, SiLU-gated MLP, residual; a final
+/// RMSNorm. LLaVA's LlamaModel (4.41) and Qwen2.5-VL's Qwen2_5_VLModel (4.49) are both this loop:
+/// they differ in the rotary angles, passed in as <see cref="RotaryPositions"/> (1-D RoPE over
+/// [B, T] position ids; M-RoPE over [3, B, T]), and in the biases (<see cref="DecoderConfig"/>).
 /// Hook points per layer l: "text.blocks.{l}.resid_pre", the attention's (see
 /// <see cref="LlamaAttention"/>), "text.blocks.{l}.mlp.out", "text.blocks.{l}.resid_post" (the
 /// layer's raw output, before any final norm), and "text.final_norm" (the final norm's output,
 /// transformers' last hidden state).
+/// Not reproduced: the sliding window of Qwen2's 4.49 mask (config sliding_window, 32768 in the real
+/// checkpoints), which transformers applies even with use_sliding_window false, but only to
+/// sequences longer than the window.
 /// </summary>
 public sealed class LlamaModel : nn.Module
 {
@@ -25,13 +44,18 @@ public sealed class LlamaModel : nn.Module
     private readonly Embedding _embedTokens;
     private readonly ModuleList<LlamaDecoderLayer> _layers;
     private readonly RmsNorm _norm;
+    private readonly RotaryPositions _rotary;
 
-    public LlamaConfig Config { get; }
+    public DecoderConfig Config { get; }
     public int NumLayers => _layers.Count;
 
-    internal LlamaModel(LlamaConfig config, Placement at) : base("model")
+    /// <summary>The embedding table [V, D] (also the LM head when the family ties them).</summary>
+    public Tensor EmbeddingWeight => _embedTokens.weight!;
+
+    internal LlamaModel(DecoderConfig config, RotaryPositions rotary, Placement at) : base("model")
     {
         Config = config;
+        _rotary = rotary;
         _embedTokens = nn.Embedding(config.VocabSize, config.HiddenSize, device: at.Device, dtype: at.DType);
         _layers = new ModuleList<LlamaDecoderLayer>();
         for (int l = 0; l < config.NumHiddenLayers; l++) _layers.Add(new LlamaDecoderLayer(config, l, at));
@@ -48,7 +72,8 @@ public sealed class LlamaModel : nn.Module
     /// Runs layers [<paramref name="fromLayer"/>, L) on <paramref name="hidden"/> [B, T, D], the
     /// residual stream entering fromLayer (the input embeddings for 0), then the final norm.
     /// </summary>
-    /// <param name="positionIds">[B, T] rotary positions of the T positions</param>
+    /// <param name="positionIds">rotary positions of the T positions, sequence last: [B, T] for
+    /// LLaMA, [3, B, T] for M-RoPE; a restarted run passes the stored ids narrowed on the last axis</param>
     /// <param name="attentionMask">[B, S] over every key position, cached ones first then the T new
     /// ones (1 attend, 0 padding); null masks nothing but the future. The new positions are the cache
     /// positions past..S-1, which decides the causal part.</param>
@@ -67,17 +92,18 @@ public sealed class LlamaModel : nn.Module
             throw new ArgumentException("a cache is built by a pass over every layer: useCache needs fromLayer 0", nameof(useCache));
         if (past is not null && past.Count != _layers.Count)
             throw new ArgumentException($"the cache has {past.Count} layers, the model {_layers.Count}", nameof(past));
+        if (positionIds.shape[^1] != hidden.shape[1])
+            throw new ArgumentException($"position ids of shape [{string.Join(", ", positionIds.shape)}] for {hidden.shape[1]} positions; the last axis is the sequence", nameof(positionIds));
 
         long pastLength = past is null || fromLayer == _layers.Count ? 0 : past[fromLayer].Length;
-        using var mask = AttentionMask(attentionMask, hidden.shape[1], pastLength, hidden.device);
-        var angles = RotaryAngles.For(positionIds.to(hidden.device), Config.HeadDim, Config.RopeTheta, hidden.dtype);
+        using var mask = AttentionMask(attentionMask, hidden.shape[1], pastLength, hidden.device);   // [B or 1, 1, T, S]
+        var angles = _rotary(positionIds.to(hidden.device), hidden.dtype);                              // [B, 1, T, Dh]
         var cache = useCache ? new KeyValueCache[_layers.Count] : null;
         var x = hidden;
         for (int l = fromLayer; l < _layers.Count; l++)
         {
-            (x, var layerCache) = _layers[l].Forward(x, angles, mask, past?[l], hooks, useCache);
+            (x, var layerCache) = _layers[l].Forward(x, angles, mask, past?[l], hooks, useCache);      // [B, T, D]
             if (cache is not null) cache[l] = layerCache!;
-            else layerCache?.Dispose();   // not wanted: free the keys/values now rather than at the end of the scope
         }
         return new LlamaOutput(hooks.At(FinalNormHook, _norm.Forward(x)), cache);
     }
@@ -113,7 +139,7 @@ internal sealed class LlamaDecoderLayer : nn.Module
     private readonly RmsNorm _inputNorm, _postAttentionNorm;
     private readonly string _residPreHook, _mlpHook, _residPostHook;
 
-    public LlamaDecoderLayer(LlamaConfig c, int layer, Placement at) : base($"layers.{layer}")
+    public LlamaDecoderLayer(DecoderConfig c, int layer, Placement at) : base($"layers.{layer}")
     {
         _attn = new LlamaAttention(c, layer, at);
         _mlp = new LlamaMlp(c, at);
@@ -128,29 +154,32 @@ internal sealed class LlamaDecoderLayer : nn.Module
         register_module("post_attention_layernorm", _postAttentionNorm);
     }
 
+    /// <summary>The layer's output [B, T, D], and its cache extended by the T positions when <paramref name="returnCache"/>.</summary>
     public (Tensor Output, KeyValueCache? Cache) Forward(Tensor x, RotaryAngles angles, Tensor? mask, KeyValueCache? past, HookContext? hooks, bool returnCache)
     {
         // The layer's intermediates are freed when it is done, not when the whole pass is: a long
         // prompt through many layers would otherwise hold every layer's activations at once.
         using var scope = torch.NewDisposeScope();
         x = hooks.At(_residPreHook, x);
-        var (attn, cache) = _attn.Forward(_inputNorm.Forward(x), angles, mask, past, hooks, returnCache);
+        var (attn, cache) = _attn.Forward(_inputNorm.Forward(x), angles, mask, past, hooks, returnCache);   // [B, T, D]
         var h = x + attn;
         var mlp = hooks.At(_mlpHook, _mlp.Forward(_postAttentionNorm.Forward(h)));
         var output = hooks.At(_residPostHook, h + mlp);
-        cache?.Keys.MoveToOuterDisposeScope();
-        cache?.Values.MoveToOuterDisposeScope();
+        // An unwanted cache is freed with the layer's other intermediates.
+        if (!returnCache || cache is null) return (output.MoveToOuterDisposeScope(), null);
+        cache.Keys.MoveToOuterDisposeScope();
+        cache.Values.MoveToOuterDisposeScope();
         return (output.MoveToOuterDisposeScope(), cache);
     }
 }
 
-/// <summary>LlamaMLP: down(act(gate(x)) * up(x)), act = SiLU for LLaMA.</summary>
+/// <summary>LlamaMLP (and Qwen2MLP): down(act(gate(x)) * up(x)), act = SiLU for both.</summary>
 internal sealed class LlamaMlp : nn.Module
 {
     private readonly Linear _gate, _up, _down;
     private readonly string _act;
 
-    public LlamaMlp(LlamaConfig c, Placement at) : base("mlp")
+    public LlamaMlp(DecoderConfig c, Placement at) : base("mlp")
     {
         _gate = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: c.MlpBias, device: at.Device, dtype: at.DType);
         _up = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: c.MlpBias, device: at.Device, dtype: at.DType);

@@ -4,6 +4,13 @@ using static TorchSharp.torch;
 namespace Notice.Vlm.Llava;
 
 /// <summary>
+/// The rotary angles of a pass's position ids, cos/sin [B, 1, T, Dh] in <paramref name="dtype"/>:
+/// the part in which Llama-style decoders differ (<see cref="LlamaModel"/>). LLaMA's is
+/// <see cref="RotaryAngles.For"/> over [B, T] ids; Qwen2.5-VL's M-RoPE reads [3, B, T].
+/// </summary>
+public delegate RotaryAngles RotaryPositions(Tensor positionIds, ScalarType dtype);
+
+/// <summary>
 /// Rotary position embedding of one forward pass (LlamaRotaryEmbedding, no scaling): angle =
 /// position * inv_freq_j with inv_freq_j = 1 / theta^(2j/d), computed in float32; each frequency
 /// serves channels j and j + d/2 (rotate_half's layout, not interleaved).

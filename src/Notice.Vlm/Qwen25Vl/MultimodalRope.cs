@@ -21,7 +21,7 @@ public static class MultimodalRope
 {
     /// <summary>
     /// cos/sin [B, 1, T, Dh] in <paramref name="dtype"/> for position ids [3, B, T], computed in
-    /// float32 as transformers does; apply with <see cref="RotaryAngles.Apply"/>.
+    /// float32 as transformers does (Qwen2.5-VL's <see cref="RotaryPositions"/>); apply with <see cref="RotaryAngles.Apply"/>.
     /// </summary>
     public static RotaryAngles Angles(Tensor positionIds, int headDim, double theta, int[] mropeSection, ScalarType dtype)
     {

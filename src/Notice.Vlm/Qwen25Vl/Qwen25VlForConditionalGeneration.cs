@@ -34,7 +34,8 @@ public sealed class Qwen25VlForConditionalGeneration : nn.Module
 
     public QwenConfig Config { get; }
     public QwenVisionTower Visual { get; }
-    public QwenLanguageModel Model { get; }
+    /// <summary>The Qwen2 decoder: <see cref="LlamaModel"/> with q/k/v biases and M-RoPE, position ids [3, B, T].</summary>
+    public LlamaModel Model { get; }
     /// <summary>Tokens that end a generated row (generation_config.json's eos_token_id; config.json's without it).</summary>
     public long[] EosTokenIds { get; set; }
     /// <summary>The token a finished row is padded with (generation_config.json's pad_token_id; the first eos without it).</summary>
@@ -46,7 +47,7 @@ public sealed class Qwen25VlForConditionalGeneration : nn.Module
         var at = new Placement(dtype, device ?? torch.CPU);
         Config = config;
         Visual = new QwenVisionTower(config.Vision, at);
-        Model = new QwenLanguageModel(config, at);
+        Model = new LlamaModel(Decoder(config), (ids, dtype) => MultimodalRope.Angles(ids, config.HeadDim, config.RopeTheta, config.MropeSection, dtype), at);
         register_module("visual", Visual);
         register_module("model", Model);
         if (!config.TieWordEmbeddings)
@@ -58,6 +59,10 @@ public sealed class Qwen25VlForConditionalGeneration : nn.Module
         PadTokenId = config.EosTokenId;
         eval();
     }
+
+    /// <summary>Qwen2's decoder: biases on q, k and v, none on o_proj or the MLP.</summary>
+    private static DecoderConfig Decoder(QwenConfig c) => new(c.VocabSize, c.HiddenSize, c.IntermediateSize, c.NumHiddenLayers,
+        c.NumAttentionHeads, c.NumKeyValueHeads, c.HiddenAct, c.RmsNormEps, QkvBias: true, OutBias: false, MlpBias: false);
 
     public Device Device => Model.parameters().First().device;
     public ScalarType DType => Model.parameters().First().dtype;
