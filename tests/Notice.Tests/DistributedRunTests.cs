@@ -74,6 +74,18 @@ public sealed class DistributedRunTests : IDisposable
         return aggregator;
     }
 
+    /// <summary>The fixture's pairs plus a sample "poison" whose clean image is no image.</summary>
+    private string PoisonedPairs()
+    {
+        foreach (var f in Directory.GetFiles(Fixtures.BlipTiny, "*.png")) File.Copy(f, Path.Combine(_dir, Path.GetFileName(f)));
+        File.WriteAllText(Path.Combine(_dir, "poison.png"), "not an image");
+        var lines = File.ReadAllLines(Path.Combine(Fixtures.BlipTiny, "pairs.jsonl")).ToList();
+        lines.Add(lines[0].Replace("shapes-circle-color", "poison").Replace("\"image\":\"red_circle_blue_square.png\"", "\"image\":\"poison.png\""));
+        var pairs = Path.Combine(_dir, "pairs.jsonl");
+        File.WriteAllLines(pairs, lines);
+        return pairs;
+    }
+
     [Fact]
     public async Task AtpPlusExactWithTwoWorkersGivesTheLocalRows()
     {
@@ -111,12 +123,7 @@ public sealed class DistributedRunTests : IDisposable
     [Fact]
     public async Task AnAtpRunIsOneShardPerSampleAndModeAndAPoisonSampleFailsItsUnits()
     {
-        foreach (var f in Directory.GetFiles(Fixtures.BlipTiny, "*.png")) File.Copy(f, Path.Combine(_dir, Path.GetFileName(f)));
-        File.WriteAllText(Path.Combine(_dir, "poison.png"), "not an image");
-        var lines = File.ReadAllLines(Path.Combine(Fixtures.BlipTiny, "pairs.jsonl")).ToList();
-        lines.Add(lines[0].Replace("shapes-circle-color", "poison").Replace("\"image\":\"red_circle_blue_square.png\"", "\"image\":\"poison.png\""));
-        var pairs = Path.Combine(_dir, "pairs.jsonl");
-        File.WriteAllLines(pairs, lines);
+        var pairs = PoisonedPairs();
         foreach (var (method, run) in new[] { (PatchMethod.Atp, "rp1"), (PatchMethod.AtpExact, "rp2") })
         {
             var experiment = Spec(pairs) with { Method = method, ConfirmTop = 2 };
@@ -241,12 +248,7 @@ public sealed class DistributedRunTests : IDisposable
     [Fact]
     public async Task APoisonSampleEndsInTheDeadLetterStreamAndTheRunCompletes()
     {
-        foreach (var f in Directory.GetFiles(Fixtures.BlipTiny, "*.png")) File.Copy(f, Path.Combine(_dir, Path.GetFileName(f)));
-        File.WriteAllText(Path.Combine(_dir, "poison.png"), "not an image");
-        var lines = File.ReadAllLines(Path.Combine(Fixtures.BlipTiny, "pairs.jsonl")).ToList();
-        lines.Add(lines[0].Replace("shapes-circle-color", "poison").Replace("\"image\":\"red_circle_blue_square.png\"", "\"image\":\"poison.png\""));
-        var pairs = Path.Combine(_dir, "pairs.jsonl");
-        File.WriteAllLines(pairs, lines);
+        var pairs = PoisonedPairs();
         using var redis = _redis.Connect();
         var (spec, _) = await new RunPlanner(redis.GetDatabase()).PlanAsync(Spec(pairs), "r4");
         // The planner ships only images into Redis: the poison file's bytes never leave this machine.
