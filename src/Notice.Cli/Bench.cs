@@ -50,7 +50,7 @@ internal static class Bench
         Console.WriteLine($"peak memory: {Gib(r.PeakMemoryBytes)} (process peak resident set)");
         if (r.MatmulPeakGflops > 0)
         {
-            Console.WriteLine($"matmul peak: {r.MatmulPeakGflops:F1} GFLOP/s ({VlmModel.DTypeName(r.DType)} 2048 x 2048 matmul, {r.Threads} torch threads)");
+            Console.WriteLine($"matmul peak: {r.MatmulPeakGflops:F1} GFLOP/s ({VlmModel.DTypeName(r.DType)} 2048 x 2048 matmul as x W^T, {r.Threads} torch threads)");
             Console.WriteLine($"exact FLOPs: {r.ExactFlopsPerUnit / 1e9:F3} GFLOP per unit (matmuls of the recomputed layers and head) -> {r.ExactGflops:F1} GFLOP/s = {r.ExactGflops / r.MatmulPeakGflops:P0} of peak");
             Console.WriteLine($"atp FLOPs:   {r.AtpFlopsPerUnit / 1e9:F3} GFLOP per unit (forward in 2 rows + backward as 2x forward) -> {r.AtpGflops:F1} GFLOP/s = {r.AtpGflops / r.MatmulPeakGflops:P0} of peak");
         }
