@@ -1,5 +1,6 @@
 using Notice.Core;
 using Notice.Core.Benchmarks;
+using Notice.Vlm;
 using Notice.Vlm.Blip;
 using Notice.Vlm.Llava;
 using Notice.Vlm.Qwen25Vl;
@@ -26,12 +27,12 @@ internal static class Bench
     }
 
     /// <summary>LLaVA: attribution patching against the exact fast path on a last-position head sweep at llava-1.5-7b widths, reduced depth.</summary>
-    public static int RunLlavaAtp(int samples, bool small, int layers, int visionLayers)
+    public static int RunLlavaAtp(int samples, bool small, int layers, int visionLayers, TorchSharp.torch.ScalarType dtype = TorchSharp.torch.ScalarType.Float32)
     {
         var (config, name) = small
             ? (LlavaConfigs.Small, "small LLaVA (random weights)")
             : (LlavaConfigs.At7BWidths(layers, visionLayers), $"LLaVA at llava-1.5-7b widths, {layers} of 32 decoder layers, {visionLayers} of 24 vision layers (random weights)");
-        var r = LlavaPatchingBenchmark.RunAtp(config, name, samples, log: m => Console.Error.WriteLine(m));
+        var r = LlavaPatchingBenchmark.RunAtp(config, name, samples, log: m => Console.Error.WriteLine(m), dtype: dtype);
         PrintAtp(r, $"head-wise attention at the last position, {r.Samples} samples x every layer and head ({r.Units} units), {r.PromptTokens}-position sequences");
         return 0;
     }
@@ -40,7 +41,7 @@ internal static class Bench
     {
         Console.WriteLine($"model:       {r.Model}");
         Console.WriteLine($"workload:    {workload}");
-        Console.WriteLine($"machine:     {Environment.ProcessorCount} cores, {r.Threads} torch threads, CPU float32");
+        Console.WriteLine($"machine:     {Environment.ProcessorCount} cores, {r.Threads} torch threads, CPU {VlmModel.DTypeName(r.DType)}");
         Console.WriteLine($"prepare:     {r.PrepareSeconds:F2} s per sample (clean and corrupt runs, shared by both methods, not counted below)");
         Console.WriteLine($"exact fast:  {r.Units} units in {r.ExactSeconds:F1} s = {r.ExactUnitsPerSecond:F1} units/s");
         Console.WriteLine($"atp:         {r.Units} units in {r.AtpSeconds:F2} s = {r.AtpUnitsPerSecond:F0} units/s");
@@ -49,7 +50,7 @@ internal static class Bench
         Console.WriteLine($"peak memory: {Gib(r.PeakMemoryBytes)} (process peak resident set)");
         if (r.MatmulPeakGflops > 0)
         {
-            Console.WriteLine($"matmul peak: {r.MatmulPeakGflops:F1} GFLOP/s (float32 2048 x 2048 matmul, {r.Threads} torch threads)");
+            Console.WriteLine($"matmul peak: {r.MatmulPeakGflops:F1} GFLOP/s ({VlmModel.DTypeName(r.DType)} 2048 x 2048 matmul as x W^T, {r.Threads} torch threads)");
             Console.WriteLine($"exact FLOPs: {r.ExactFlopsPerUnit / 1e9:F3} GFLOP per unit (matmuls of the recomputed layers and head) -> {r.ExactGflops:F1} GFLOP/s = {r.ExactGflops / r.MatmulPeakGflops:P0} of peak");
             Console.WriteLine($"atp FLOPs:   {r.AtpFlopsPerUnit / 1e9:F3} GFLOP per unit (forward in 2 rows + backward as 2x forward) -> {r.AtpGflops:F1} GFLOP/s = {r.AtpGflops / r.MatmulPeakGflops:P0} of peak");
         }

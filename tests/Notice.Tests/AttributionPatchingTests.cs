@@ -192,6 +192,47 @@ public sealed class AttributionPatchingTests(ITestOutputHelper output) : IDispos
         }
     }
 
+    /// <summary>LLaVA's AtP logit_diff estimates in <paramref name="dtype"/> for every site x layer x
+    /// text position (every head for heads:attn) of the tiny fixture's first pair, image mode.</summary>
+    private static double[] LlavaEstimates(ScalarType dtype)
+    {
+        using var vqa = LlavaVqa.Load(Fixtures.LlavaTiny, dtype);
+        using var engine = new LlavaPatchingEngine(vqa.Model);
+        var pairs = Path.Combine(Fixtures.LlavaTiny, "pairs.jsonl");
+        var encoded = new LlavaSampleEncoder(vqa, pairs).Encode(PairsManifest.Read(pairs)[0]);
+        using var sample = engine.Prepare(encoded.Inputs, CorruptionMode.Image);
+        var units = new List<PatchUnit>();
+        foreach (var site in LlavaSites.All)
+            for (int layer = 0; layer < engine.NumLayers; layer++)
+                for (int pos = 0; pos < sample.Positions; pos++)
+                    if (pos != sample.Layout.ImagePosition)
+                        foreach (var head in site.PerHead ? Enumerable.Range(0, engine.NumHeads) : [-1])
+                            units.Add(new PatchUnit(site, layer, head, pos));
+        var estimates = engine.Estimate(sample, units).Select(r => (double)r.Metrics.LogitDiff).ToArray();
+        Assert.All(vqa.Model.parameters(), p => Assert.False(p.requires_grad));
+        return estimates;
+    }
+
+    /// <summary>
+    /// AtP in float16 and bfloat16 (forward and backward in that precision) on the tiny LLaVA ranks the
+    /// units as float32 AtP does, and each estimate is within 5% of the largest float32 one of it: a
+    /// broken half-precision backward (NaN, zeros, a flipped sign) fails.
+    /// </summary>
+    [Theory]
+    [InlineData("bfloat16")]
+    [InlineData("float16")]
+    public void HalfPrecisionEstimatesRankUnitsAsFloat32(string dtype)
+    {
+        var reference = LlavaEstimates(ScalarType.Float32);
+        var half = LlavaEstimates(Notice.Vlm.VlmModel.ParseDType(dtype));
+        Assert.All(half, e => Assert.True(double.IsFinite(e)));
+        double rho = MethodAgreement.Rank(reference, half);
+        double scale = reference.Max(Math.Abs), worst = reference.Zip(half, (a, b) => Math.Abs(a - b)).Max();
+        output.WriteLine($"{dtype}: {reference.Length} units, Spearman {rho:F4}, max |half - float32| {worst:G3} = {worst / scale:P2} of max |float32| {scale:G3}");
+        Assert.True(rho > 0.9, $"Spearman {rho}");
+        Assert.True(worst < 0.05 * scale, $"max difference {worst} against scale {scale}");
+    }
+
     [Fact]
     public void ParametersNeverRequireGradAndGetNoGradient()
     {

@@ -42,3 +42,49 @@ public sealed class LlavaBenchTests : IDisposable
         Assert.False(Directory.Exists(Path.Combine(_dir, "run")));   // deleted afterwards
     }
 }
+
+/// <summary>notice bench --dtype: the LLaVA AtP bench runs its model in the dtype asked and says so;
+/// a bad name, or --dtype on another bench, is one error line.</summary>
+[Collection(ConsoleCollection.Name)]
+public sealed class LlavaBenchDTypeTests
+{
+    private static async Task<(int Code, string Out, string Err)> Run(params string[] args)
+    {
+        var root = new System.CommandLine.RootCommand { Notice.Cli.Commands.BenchCommand.Create() };
+        TextWriter previousOut = Console.Out, previousErr = Console.Error;
+        StringWriter output = new(), error = new();
+        Console.SetOut(output);
+        Console.SetError(error);
+        try { return (await Notice.Cli.CliErrors.InvokeAsync(root, args), output.ToString(), error.ToString()); }
+        finally
+        {
+            Console.SetOut(previousOut);
+            Console.SetError(previousErr);
+        }
+    }
+
+    [Fact]
+    public async Task LlavaAtpBenchRunsInBfloat16()
+    {
+        var (code, output, _) = await Run("bench", "--arch", "llava", "--method", "atp", "--small", "--samples", "1", "--dtype", "bfloat16");
+        Assert.Equal(0, code);
+        Assert.Contains("torch threads, CPU bfloat16", output);
+        Assert.Contains("(bfloat16 2048 x 2048 matmul", output);
+        // bfloat16's exact path is itself rounded (8-bit mantissa), so the agreement is below float32's 1.000.
+        var rho = double.Parse(System.Text.RegularExpressions.Regex.Match(output, @"Spearman (-?[0-9.]+)").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.True(rho > 0.8, $"Spearman {rho}");
+    }
+
+    [Theory]
+    [InlineData("--dtype: expected float32, float16 or bfloat16, found 'fp8'", "--arch", "llava", "--method", "atp", "--small", "--dtype", "fp8")]
+    [InlineData("--dtype: the bench's dtype applies to --arch llava --method atp", "--arch", "blip", "--method", "atp", "--small", "--dtype", "bfloat16")]
+    [InlineData("--dtype: the bench's dtype applies to --arch llava --method atp", "--arch", "llava", "--small", "--dtype", "float16")]
+    [InlineData("--dtype: the bench's dtype applies to --arch llava --method atp", "--arch", "llava", "--load-test", "--small", "--dtype", "float32")]
+    public async Task BadDTypeIsOneErrorLine(string message, params string[] args)
+    {
+        var (code, output, error) = await Run(["bench", .. args]);
+        Assert.Equal(2, code);
+        Assert.Equal("", output);
+        Assert.Equal($"error: {message}", error.TrimEnd());
+    }
+}

@@ -20,9 +20,14 @@ public static class BenchCommand
         var method = new Option<string>("--method") { Description = "exact (fast path against plain path) or atp (attribution patching against the exact fast path; blip, llava)", DefaultValueFactory = _ => "exact" };
         var repeat = new Option<int>("--repeat") { Description = "with --workers: the fixture pairs repeated this many times", DefaultValueFactory = _ => 8 };
         var imageSide = new Option<int>("--image-side") { Description = "qwen25vl: the image's side in pixels after resizing (a multiple of 28; 336 = 144 image tokens)", DefaultValueFactory = _ => 336 };
-        var cmd = new Command("bench", "units per second of the fast and the plain patching paths") { arch, samples, plainUnits, small, layers, visionLayers, loadTest, dir, workers, repeat, imageSide, method };
+        var dtype = new Option<string>("--dtype") { Description = "llava --method atp: float32, float16 or bfloat16, the dtype the random model is built and run in", DefaultValueFactory = _ => "float32" };
+        var cmd = new Command("bench", "units per second of the fast and the plain patching paths") { arch, samples, plainUnits, small, layers, visionLayers, loadTest, dir, workers, repeat, imageSide, method, dtype };
         cmd.SetAction(async pr =>
         {
+            var t = Notice.Vlm.VlmModel.ParseDType(pr.GetValue(dtype)!);
+            bool llavaAtp = pr.GetValue(workers) is null && !pr.GetValue(loadTest) && pr.GetValue(arch) == "llava" && pr.GetValue(method) == "atp";
+            if (pr.GetResult(dtype) is { Implicit: false } && !llavaAtp)
+                throw new ArgumentException("--dtype: the bench's dtype applies to --arch llava --method atp");
             if (pr.GetValue(workers) is { } w)
                 return await Bench.WorkersAsync(Notice.Core.Experiments.IntList.Parse(w, "--workers"), pr.GetValue(repeat));
             var a = pr.GetValue(arch);
@@ -40,7 +45,7 @@ public static class BenchCommand
             {
                 if (a == "qwen25vl") throw new ArgumentException("--method atp: the AtP bench is BLIP's and LLaVA's (--arch blip or llava)");
                 return a == "llava"
-                    ? Bench.RunLlavaAtp(pr.GetValue(samples), pr.GetValue(small), pr.GetValue(layers), pr.GetValue(visionLayers))
+                    ? Bench.RunLlavaAtp(pr.GetValue(samples), pr.GetValue(small), pr.GetValue(layers), pr.GetValue(visionLayers), t)
                     : Bench.RunAtp(pr.GetValue(samples), pr.GetValue(small));
             }
             if (a == "qwen25vl")

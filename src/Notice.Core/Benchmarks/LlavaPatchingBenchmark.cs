@@ -1,6 +1,7 @@
 using Notice.Core.Families.Llava;
 using System.Diagnostics;
 using Notice.Core.Patching;
+using Notice.Vlm;
 using Notice.Vlm.Llava;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -42,15 +43,19 @@ public static class LlavaPatchingBenchmark
     /// layer x head): per sample, AtP's one corrupt forward with gradients and one backward, and the
     /// exact fast path's patched runs; the clean and corrupt runs both start from (Prepare) are timed
     /// apart. Also the rank agreement of the two, and each path's floating-point operations from the
-    /// shapes (<see cref="Flops"/>) against the machine's float32 matmul peak.
+    /// shapes (<see cref="Flops"/>) against the machine's matmul peak in <paramref name="dtype"/>.
     /// </summary>
-    public static AtpBenchResult RunAtp(LlavaConfig config, string name, int samples, int promptTokens = 24, int batchSize = 64, Action<string>? log = null)
+    /// <param name="dtype">the dtype the model is built and run in (float32, float16 or bfloat16); the
+    /// images stay float32 and the vision tower converts them, as for a loaded model</param>
+    public static AtpBenchResult RunAtp(LlavaConfig config, string name, int samples, int promptTokens = 24, int batchSize = 64, Action<string>? log = null,
+        ScalarType dtype = ScalarType.Float32)
     {
         torch.manual_seed(0);
-        log?.Invoke($"building {name}");
+        log?.Invoke($"building {name} in {VlmModel.DTypeName(dtype)}");
         var build = Stopwatch.StartNew();
         LlavaForConditionalGeneration model;
-        using (torch.no_grad()) model = new LlavaForConditionalGeneration(config);
+        // Built in its dtype directly: no float32 copy first. The engine freezes the parameters.
+        using (torch.no_grad()) model = new LlavaForConditionalGeneration(config, dtype);
         using var _ = model;
         model.eval();
         log?.Invoke($"  built in {build.Elapsed.TotalSeconds:F1} s, resident {PatchingBenchmark.PeakMemory() / 1e9:F1} GB at peak so far");
@@ -83,10 +88,13 @@ public static class LlavaPatchingBenchmark
             rhos.Add(Analysis.MethodAgreement.Rank(results.Select(r => (double)r.Metrics.LogitDiff).ToArray(), estimates.Select(r => (double)r.Metrics.LogitDiff).ToArray()));
             log?.Invoke($"  sample {units / all.Count - 1}: prepare {prepare.Elapsed.TotalSeconds:F1} s, atp {atp.Elapsed.TotalSeconds:F2} s, exact {exact.Elapsed.TotalSeconds:F1} s so far; peak resident {PatchingBenchmark.PeakMemory() / 1e9:F1} GB");
         }
-        double peak = Flops.MatmulPeakGflops();
+        // Read before the matmul peak's own operands can raise it.
+        long peakMemory = PatchingBenchmark.PeakMemory();
+        double peak = Flops.MatmulPeakGflops(dtype: dtype);
         return new AtpBenchResult(name, samples, merged, units, exact.Elapsed.TotalSeconds, atp.Elapsed.TotalSeconds, prepare.Elapsed.TotalSeconds / samples,
-            rhos.Average(), PatchingBenchmark.PeakMemory(), torch.get_num_threads())
+            rhos.Average(), peakMemory, torch.get_num_threads())
         {
+            DType = dtype,
             ExactFlopsPerUnit = exactFlops / units,
             AtpFlopsPerUnit = atpFlops / units,
             MatmulPeakGflops = peak,

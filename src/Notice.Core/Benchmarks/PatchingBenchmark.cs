@@ -27,8 +27,11 @@ public sealed record AtpBenchResult(string Model, int Samples, int PromptTokens,
     public double ExactFlopsPerUnit { get; init; }
     public double AtpFlopsPerUnit { get; init; }
 
-    /// <summary>This machine's float32 matmul GFLOP/s on the same threads (a 2048 x 2048 matmul); 0 where not measured.</summary>
+    /// <summary>This machine's matmul GFLOP/s in <see cref="DType"/> on the same threads (a 2048 x 2048 matmul); 0 where not measured.</summary>
     public double MatmulPeakGflops { get; init; }
+
+    /// <summary>The dtype the model ran in.</summary>
+    public ScalarType DType { get; init; } = ScalarType.Float32;
 
     public double ExactGflops => ExactFlopsPerUnit * Units / ExactSeconds / 1e9;
     public double AtpGflops => AtpFlopsPerUnit * Units / AtpSeconds / 1e9;
