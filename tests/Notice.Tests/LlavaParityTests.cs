@@ -19,6 +19,23 @@ public sealed class LlavaParityTests(ITestOutputHelper output)
 
     public static TheoryData<string> Cases => new() { "case0", "case1", "case2", "case3", "case4", "case5", "batch" };
 
+    [Fact]
+    public void AModelConvertedAfterLoadingRunsOnItsConvertedParameters()
+    {
+        // m.to(dtype) replaces every registered parameter: the model must read those, never a field
+        // still holding the old one (a disposed handle, or the old dtype).
+        using var reference = SafeTensorsFile.Open(Path.Combine(Fixtures.LlavaTiny, "reference.safetensors"));
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.no_grad();
+        var (pixels, ids, mask) = (reference.Read("case0.pixel_values"), reference.Read("case0.input_ids"), reference.Read("case0.attention_mask"));
+        using var model = LlavaForConditionalGeneration.Load(Fixtures.LlavaTiny);
+        var expected = model.AnswerLogits(pixels, ids, mask);
+        model.to(ScalarType.Float64);
+        Assert.All(model.parameters(), p => Assert.Equal(ScalarType.Float64, p.dtype));
+        var converted = model.AnswerLogits(pixels.to(ScalarType.Float64), ids, mask);
+        Assert.True((converted.to(ScalarType.Float32) - expected).abs().max().item<float>() < 1e-4);
+    }
+
     [Theory]
     [MemberData(nameof(Cases))]
     public void InternalsMatchTransformers(string name)

@@ -68,16 +68,15 @@ public sealed class ClipVisionTower : nn.Module
 
 internal sealed class ClipVisionEmbeddings : nn.Module
 {
-    private readonly Parameter _classEmbedding;
     private readonly Conv2d _patchEmbedding;
     private readonly Embedding _positionEmbedding;
 
     public ClipVisionEmbeddings(ClipVisionConfig c, Placement at) : base("embeddings")
     {
-        _classEmbedding = new Parameter(torch.randn(c.HiddenSize, dtype: at.DType, device: at.Device) * c.InitializerRange);
+        var classEmbedding = new Parameter(torch.randn(c.HiddenSize, dtype: at.DType, device: at.Device) * c.InitializerRange);
         _patchEmbedding = nn.Conv2d(c.NumChannels, c.HiddenSize, kernel_size: c.PatchSize, stride: c.PatchSize, bias: false, device: at.Device, dtype: at.DType);
         _positionEmbedding = nn.Embedding(c.NumPositions, c.HiddenSize, device: at.Device, dtype: at.DType);
-        register_parameter("class_embedding", _classEmbedding);
+        register_parameter("class_embedding", classEmbedding);
         register_module("patch_embedding", _patchEmbedding);
         register_module("position_embedding", _positionEmbedding);
     }
@@ -88,7 +87,8 @@ internal sealed class ClipVisionEmbeddings : nn.Module
         long b = pixelValues.shape[0];
         var weight = _patchEmbedding.weight!;
         var patches = _patchEmbedding.forward(pixelValues.to(weight.dtype, weight.device)).flatten(2).transpose(1, 2);
-        var cls = _classEmbedding.expand(b, 1, -1);
+        // The registered parameter, not the field: converting the module (m.to(dtype)) replaces it.
+        var cls = get_parameter("class_embedding")!.expand(b, 1, -1);
         // The position ids are 0..P: the whole table, in order.
         return torch.cat(new[] { cls, patches }, 1) + _positionEmbedding.weight!;
     }

@@ -196,20 +196,19 @@ internal sealed class LlamaMlp : nn.Module
 /// <summary>LlamaRMSNorm: w * (x * rsqrt(mean(x^2) + eps)), normalised in float32 whatever the model's dtype.</summary>
 internal sealed class RmsNorm : nn.Module
 {
-    private readonly Parameter _weight;
     private readonly double _eps;
 
     public RmsNorm(int size, double eps, Placement at) : base("norm")
     {
-        _weight = new Parameter(torch.ones(size, dtype: at.DType, device: at.Device));
         _eps = eps;
-        register_parameter("weight", _weight);
+        register_parameter("weight", new Parameter(torch.ones(size, dtype: at.DType, device: at.Device)));
     }
 
     public Tensor Forward(Tensor x)
     {
         var h = x.to(x.dtype == ScalarType.Float64 ? x.dtype : ScalarType.Float32);   // float64 stays float64
         var variance = h.pow(2).mean(new long[] { -1 }, keepdim: true);
-        return _weight * (h * torch.rsqrt(variance + _eps)).to(x.dtype);
+        // The registered parameter, not a field: converting the module (m.to(dtype)) replaces it.
+        return get_parameter("weight")! * (h * torch.rsqrt(variance + _eps)).to(x.dtype);
     }
 }
