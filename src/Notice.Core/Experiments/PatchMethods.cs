@@ -45,11 +45,12 @@ public static class PatchMethods
         Math.Min(units, confirmTop >= 1 ? (int)confirmTop : (int)Math.Ceiling(confirmTop * units - 1e-9));
 
     /// <summary>The units atp+exact confirms in one table: the top by |estimated logit_diff| (ties, and
-    /// NaN last, in the table's order).</summary>
+    /// NaN last, in the table's order), listed in the table's order, so that they batch as
+    /// `--method exact` batches them (confirming every unit gives its rows to the last bit).</summary>
     public static List<PatchUnit> Confirmed(IReadOnlyList<UnitResult> estimates, double confirmTop) =>
         estimates.Select((r, i) => (r.Unit, Score: Math.Abs(r.Metrics.LogitDiff), i))
             .OrderByDescending(x => float.IsNaN(x.Score) ? float.NegativeInfinity : x.Score).ThenBy(x => x.i)
-            .Take(ConfirmCount(estimates.Count, confirmTop)).Select(x => x.Unit).ToList();
+            .Take(ConfirmCount(estimates.Count, confirmTop)).OrderBy(x => x.i).Select(x => x.Unit).ToList();
 
     /// <summary>Attribution patching's estimates of several tables from one corrupt forward pass with
     /// gradients and one backward pass (<see cref="IPatchingEngine.Estimate"/>), sliced back per table.</summary>
