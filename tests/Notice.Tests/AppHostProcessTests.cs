@@ -79,18 +79,23 @@ public sealed class AppHostProcessTests : IDisposable
     }
 
     [Fact]
-    public void ALlavaRunWithLlavasOwnSiteNamesCompletes()
+    public void ALlavaRunWithLlavasOwnSiteNamesAndAtpPlusExactCompletes()
     {
         CopyLlava();
         static string[] RedisDirs() => Directory.GetDirectories(Path.GetTempPath(), "notice-apphost-redis-*");
         var before = RedisDirs();
         var (code, output, _) = RunScript(_dir, TimeSpan.FromMinutes(5), "--model", "llava-tiny", "--pairs", "llava-tiny/pairs.jsonl", "--out", "runs/sites",
-            "--sites", "layer,heads:attn", "--modes", "image", "--devices", "cpu");
+            "--sites", "layer,heads:attn", "--modes", "image", "--devices", "cpu", "--method", "atp+exact", "--confirm-top", "2");
         Assert.True(code == 0, output);
         // redis-server's data directory (sample images included) is gone with the AppHost.
         Assert.Empty(RedisDirs().Except(before));
         var rows = ResultsTables.Read<ResultRow>(Path.Combine(_dir, "runs", "sites", ResultsTables.ResultsCsv));
         Assert.Equal(["layer", "heads:attn"], rows.Select(r => r.Site).Distinct());
+        // Every unit estimated; each (sample, site) table's top 2 confirmed by the workers' confirmation shards.
+        var tables = rows.Where(r => r.Method == "atp").GroupBy(r => (r.Sample, r.Site)).ToList();
+        Assert.NotEmpty(tables);
+        Assert.All(rows.Where(r => r.Method == "exact").GroupBy(r => (r.Sample, r.Site)), g => Assert.Equal(2, g.Count()));
+        Assert.Equal(tables.Count * 2, rows.Count(r => r.Method == "exact"));
     }
 
     [Fact]
