@@ -53,7 +53,7 @@ public sealed class AttentionFunctionTests
         Assert.Equal(Math.Log(16), PatchAttention.Entropy(uniform), 1e-12);
         Assert.Equal(2.0 / 16, PatchAttention.MaskMass(uniform, Mask), 1e-12);
         Assert.Equal(new HashSet<int> { 15 }, PatchAttention.Outliers(Map((15, 5.0)), 1));
-        var fractions = PatchAttention.MaskFractions(Enumerable.Range(0, 64).Select(i => i % 8 < 4 && i / 8 < 4).ToArray(), size: 8, grid: 2);
+        var fractions = PatchAttention.MaskFractions(Enumerable.Range(0, 64).Select(i => i % 8 < 4 && i / 8 < 4).ToArray(), width: 8, rows: 2, columns: 2);
         Assert.Equal([1.0, 0.0, 0.0, 0.0], fractions);
     }
 

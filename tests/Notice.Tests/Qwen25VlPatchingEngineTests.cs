@@ -214,5 +214,27 @@ public sealed class Qwen25VlPatchingEngineTests(ITestOutputHelper output)
         Assert.Equal(3, attention.Patches.Length);
         Assert.All(attention.Patches, layer => Assert.Equal(4, layer.Length));
         Assert.All(attention.Patches.SelectMany(l => l), head => { Assert.Equal(12, head.Length); Assert.Equal(1.0, head.Sum(), 1e-9); });
+        Assert.Null(attention.MaskFractions);
+
+        // A mask of the image's size (100 x 76), its left half the object: resized as the image is, it
+        // covers the two left columns of merged units (28 px each of 112) and not the two right ones.
+        var dir = Directory.CreateTempSubdirectory("notice-qwen-mask-").FullName;
+        try
+        {
+            foreach (var f in new[] { "green_square.png", "yellow_square.png" }) File.Copy(Path.Combine(QwenTinyModel.Folder, f), Path.Combine(dir, f));
+            using (var bitmap = new SkiaSharp.SKBitmap(100, 76))
+            {
+                for (int y = 0; y < 76; y++)
+                    for (int x = 0; x < 100; x++) bitmap.SetPixel(x, y, x < 50 ? SkiaSharp.SKColors.White : SkiaSharp.SKColors.Black);
+                File.WriteAllBytes(Path.Combine(dir, "mask.png"), bitmap.Encode(SkiaSharp.SKEncodedImageFormat.Png, 100).ToArray());
+            }
+            var pairs = Path.Combine(dir, "pairs.jsonl");
+            File.WriteAllLines(pairs, [File.ReadAllLines(Pairs).Single(l => l.Contains("\"id\":\"colors\"")).Replace("\"image\":", "\"mask\":\"mask.png\",\"image\":")]);
+            var masked = Family.AttentionProbe(QwenTinyModel.Vqa, pairs).Read(PairsManifest.Read(pairs)[0]);
+            var fractions = masked.MaskFractions!;
+            Assert.Equal(12, fractions.Length);
+            for (int i = 0; i < 12; i++) Assert.Equal(i % 4 < 2 ? 1.0 : 0.0, fractions[i], 0.05);
+        }
+        finally { Directory.Delete(dir, recursive: true); }
     }
 }

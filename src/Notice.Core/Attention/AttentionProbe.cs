@@ -23,15 +23,18 @@ public interface IAttentionProbe
 public static class MaskView
 {
     /// <summary>Fraction of each patch the mask covers, the mask processed as the image is
-    /// (<paramref name="toModelView"/>: the processor's resize and crop), object = bright pixels.</summary>
-    public static double[]? Fractions(string? maskPath, Func<RgbImage, RgbImage> toModelView, int grid)
+    /// (<paramref name="toModelView"/>: the processor's resize and crop), object = bright pixels; the
+    /// patches are a <paramref name="rows"/> x <paramref name="columns"/> grid of square patches
+    /// (BLIP's and LLaVA's square grid: rows = columns).</summary>
+    public static double[]? Fractions(string? maskPath, Func<RgbImage, RgbImage> toModelView, int rows, int columns)
     {
         if (maskPath is null || !File.Exists(maskPath)) return null;
         var mask = toModelView(ImageDecoder.Load(maskPath));
-        if (mask.Width != mask.Height) throw new InvalidDataException($"{maskPath}: the processed mask is not square ({mask.Width}x{mask.Height})");
+        if (mask.Width % columns != 0 || mask.Height % rows != 0 || mask.Width / columns != mask.Height / rows)
+            throw new InvalidDataException($"{maskPath}: the processed mask ({mask.Width}x{mask.Height}) does not match the image's {columns}x{rows} patch grid; give the mask the image's size");
         var bits = new bool[mask.Width * mask.Height];
         for (int i = 0; i < bits.Length; i++) bits[i] = mask.Pixels[3 * i] + mask.Pixels[3 * i + 1] + mask.Pixels[3 * i + 2] >= 3 * 128;
-        return PatchAttention.MaskFractions(bits, mask.Width, grid);
+        return PatchAttention.MaskFractions(bits, mask.Width, rows, columns);
     }
 }
 

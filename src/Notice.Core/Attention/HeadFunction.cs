@@ -1,3 +1,5 @@
+using TorchSharp;
+
 namespace Notice.Core.Attention;
 
 /// <summary>What a head's attention to the image does, judged against the average head (paper §4.3).</summary>
@@ -73,15 +75,24 @@ public static class PatchAttention
     public static HashSet<int> Outliers(double[] averageAttention, int k) =>
         averageAttention.Select((a, i) => (a, i)).OrderByDescending(x => x.a).Take(k).Select(x => x.i).ToHashSet();
 
-    /// <summary>Fraction of each patch (row-major grid of <paramref name="grid"/> x <paramref name="grid"/>)
-    /// covered by the mask (true where the object is), the mask being <paramref name="size"/> square.</summary>
-    public static double[] MaskFractions(bool[] mask, int size, int grid)
+    /// <summary>Fraction of each patch (row-major grid of <paramref name="rows"/> x <paramref name="columns"/>
+    /// square patches, <paramref name="width"/> / columns pixels a side) covered by the mask (true where
+    /// the object is), the mask being <paramref name="width"/> pixels wide.</summary>
+    public static double[] MaskFractions(bool[] mask, int width, int rows, int columns)
     {
-        var fractions = new double[grid * grid];
-        int patch = size / grid;
-        for (int y = 0; y < grid * patch; y++)
-            for (int x = 0; x < grid * patch; x++)
-                if (mask[y * size + x]) fractions[(y / patch) * grid + x / patch] += 1.0 / (patch * patch);
+        var fractions = new double[rows * columns];
+        int patch = width / columns;
+        for (int y = 0; y < rows * patch; y++)
+            for (int x = 0; x < columns * patch; x++)
+                if (mask[y * width + x]) fractions[(y / patch) * columns + x / patch] += 1.0 / (patch * patch);
         return fractions;
+    }
+
+    /// <summary>Each head's attention over the patches, normalised (<see cref="Normalise"/>), from a
+    /// hook's [H, P] slice.</summary>
+    public static double[][] PerHead(torch.Tensor toPatches)
+    {
+        var rows = toPatches.to(torch.ScalarType.Float64).cpu();   // [H, P]
+        return Enumerable.Range(0, (int)rows.shape[0]).Select(h => Normalise(rows[h].data<double>().ToArray())).ToArray();
     }
 }

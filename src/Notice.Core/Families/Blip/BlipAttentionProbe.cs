@@ -31,16 +31,10 @@ public sealed class BlipAttentionProbe(BlipVqa vqa, string manifestPath) : IAtte
         var kv = model.TextEncoder.CrossKeysValues(image);
         model.EncodeQuestion(sample.Inputs.CleanIds, null, kv, hooks);
         int position = sample.AnswerPosition >= 0 ? sample.AnswerPosition : sample.CleanTokens.Length - 2;
-        var patches = new double[layers][][];
-        for (int l = 0; l < layers; l++)
-        {
-            var pattern = hooks.Cache[names[l]][0, .., position, 1..].to(ScalarType.Float64).cpu();   // [H, P], CLS left out
-            int h = (int)pattern.shape[0];
-            patches[l] = Enumerable.Range(0, h).Select(i => PatchAttention.Normalise(pattern[i].data<double>().ToArray())).ToArray();
-        }
+        var patches = names.Select(n => PatchAttention.PerHead(hooks.Cache[n][0, .., position, 1..])).ToArray();   // [H, P] per layer, CLS left out
         int grid = model.Config.Vision.ImageSize / model.Config.Vision.PatchSize;
         var resolved = PairsManifest.Resolve(manifestPath, record);
-        var mask = MaskView.Fractions(resolved.Mask, vqa.ImageProcessor.Resize, grid);
+        var mask = MaskView.Fractions(resolved.Mask, vqa.ImageProcessor.Resize, grid, grid);
         return new SampleAttention(record.Id, resolved.Image, grid, patches, mask);
     }
 }

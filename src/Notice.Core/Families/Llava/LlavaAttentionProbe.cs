@@ -32,16 +32,10 @@ public sealed class LlavaAttentionProbe(LlavaVqa vqa, string manifestPath) : IAt
         model.AnswerLogits(sample.Inputs.CleanImage.Pixels, sample.Inputs.CleanIds, null, hooks);
         // The image features replace the <image> token: merged positions ImagePosition .. +features-1 (CLS first under "full").
         int first = sample.ImagePosition + (withCls ? 1 : 0);
-        var patches = new double[layers][][];
-        for (int l = 0; l < layers; l++)
-        {
-            var pattern = hooks.Cache[names[l]];   // [1, H, S, S]
-            var toImage = pattern[0, .., -1, first..(first + grid * grid)].to(ScalarType.Float64).cpu();   // [H, P]
-            int h = (int)toImage.shape[0];
-            patches[l] = Enumerable.Range(0, h).Select(i => PatchAttention.Normalise(toImage[i].data<double>().ToArray())).ToArray();
-        }
+        // Each layer's pattern [1, H, S, S], from the last position to the image features: [H, P].
+        var patches = names.Select(n => PatchAttention.PerHead(hooks.Cache[n][0, .., -1, first..(first + grid * grid)])).ToArray();
         var resolved = PairsManifest.Resolve(manifestPath, record);
-        var mask = MaskView.Fractions(resolved.Mask, img => vqa.ImageProcessor.CenterCrop(vqa.ImageProcessor.Resize(img)), grid);
+        var mask = MaskView.Fractions(resolved.Mask, img => vqa.ImageProcessor.CenterCrop(vqa.ImageProcessor.Resize(img)), grid, grid);
         return new SampleAttention(record.Id, resolved.Image, grid, patches, mask);
     }
 }
