@@ -18,6 +18,10 @@ public sealed class RunSpecMessage
     [Key(4)] public long TotalUnits { get; set; }
     /// <summary>Shards the coordinator planned; atp+exact's confirmation shards join the planned set later (<see cref="RedisKeys.Planned"/>).</summary>
     [Key(5)] public int TotalShards { get; set; }
+
+    /// <summary>Shards the run has once <paramref name="planned"/> are in the planned set: the run is
+    /// complete when this many are done or dead (planning adds to the set one shard at a time).</summary>
+    public long Shards(long planned) => Math.Max(TotalShards, planned);
     [Key(6)] public string[] SampleIds { get; set; } = [];
     [Key(7)] public string PairsSha256 { get; set; } = "";
 }
@@ -137,6 +141,13 @@ public sealed class DeadLetterMessage
     [Key(5)] public string Error { get; set; } = "";
     [Key(6)] public int Attempts { get; set; }
     [Key(7)] public string Worker { get; set; } = "";
+
+    /// <summary>Empty strings for the text fields a decoded letter left nil (entries are untrusted).</summary>
+    public DeadLetterMessage WithoutNulls()
+    {
+        ShardId ??= ""; SampleId ??= ""; Mode ??= ""; Site ??= ""; Error ??= ""; Worker ??= "";
+        return this;
+    }
 }
 
 /// <summary>A worker's expiring announcement.</summary>

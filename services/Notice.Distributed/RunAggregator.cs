@@ -71,7 +71,7 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
             r.Failed ??= [];
             if (string.IsNullOrEmpty(r.ShardId) || r.Rows is null || r.Rows.Any(row => row is null) || r.Failed.Any(f => f is null || f.Units < 0))
                 throw new InvalidDataException("a ShardResultMessage without its shard id or rows");
-            foreach (var f in r.Failed) { f.ShardId = r.ShardId; f.SampleId ??= ""; f.Mode ??= ""; f.Site ??= ""; f.Error ??= ""; f.Worker ??= ""; }
+            foreach (var f in r.Failed) f.WithoutNulls().ShardId = r.ShardId;
             // Only a shard of the plan counts towards the run (a stray entry must not complete it early).
             if (!await _db.SetContainsAsync(_keys.Planned, r.ShardId)) throw new InvalidDataException($"shard '{r.ShardId}' is not planned in run {runId}");
             return r;
@@ -116,7 +116,7 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
             {
                 d = Wire.Read<DeadLetterMessage>(e);
                 if (string.IsNullOrEmpty(d.ShardId)) throw new InvalidDataException("a DeadLetterMessage without its shard id");
-                d.SampleId ??= ""; d.Mode ??= ""; d.Site ??= ""; d.Error ??= ""; d.Worker ??= "";
+                d.WithoutNulls();
                 if (d.ShardId.StartsWith("malformed ", StringComparison.Ordinal)) d.Units = 0;   // no units of the plan
                 else if (d.Units < 0 || !await _db.SetContainsAsync(_keys.Planned, d.ShardId))
                     throw new InvalidDataException($"shard '{d.ShardId}' is not planned in run {runId}");
@@ -152,7 +152,7 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
             double seconds = (DateTime.UtcNow - _started).TotalSeconds;
             double rate = seconds > 0 ? (done - Math.Max(0, _unitsAtStart)) / seconds : 0;
             double? eta = rate > 0 && total > 0 ? Math.Max(0, total - done - failed) / rate : null;
-            return new RunStatus(runId, total, done, failed, Math.Max(_spec?.TotalShards ?? 0, _planned), _results.Count, DeadShards, rate, eta, Complete,
+            return new RunStatus(runId, total, done, failed, (int)(_spec?.Shards(_planned) ?? 0), _results.Count, DeadShards, rate, eta, Complete,
                 Path.GetFullPath(outDir), Complete ? Path.GetFullPath(Path.Combine(outDir, "report.html")) : null);
         }
     }
@@ -177,7 +177,8 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
         lock (_lock) shards = _results.Count + DeadShards;
         // Every shard the coordinator planned, and every one the workers added (atp+exact's
         // confirmations, planned before the shard that adds them is written), is done or dead.
-        if (shards < _spec.TotalShards || shards < (_planned = (int)await _db.SetLengthAsync(_keys.Planned))) return;
+        _planned = (int)await _db.SetLengthAsync(_keys.Planned);
+        if (shards < _spec.Shards(_planned)) return;
         // Entries still queued behind the last shard (garbage a worker has yet to dead-letter) are
         // waited for a few seconds, so that failures.csv reports them; never longer.
         _allShardsSince ??= DateTime.UtcNow;
@@ -257,7 +258,7 @@ public sealed class RunAggregator(IConnectionMultiplexer redis, string runId, st
             dead.Select(d => new FailureRow { Run = runId, Sample = d.SampleId, Mode = d.Mode, Site = d.Site, Error = $"{d.Units} units: {d.Error}" }));
         var provenance = Provenance.Describe(spec.Experiment, runId, spec.PairsSha256);
         provenance["units_total"] = spec.TotalUnits;
-        provenance["shards_total"] = Math.Max(spec.TotalShards, _planned);
+        provenance["shards_total"] = spec.Shards(_planned);
         provenance["shards_dead"] = DeadShards;
         provenance["distributed"] = true;
         File.WriteAllText(Path.Combine(outDir, Provenance.FileName), provenance.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");

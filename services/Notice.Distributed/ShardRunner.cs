@@ -25,7 +25,8 @@ public sealed class ShardRunner : IDisposable
 {
     private readonly RunSpecMessage _spec;
     private readonly PatchingBackend _backend;
-    private readonly UnitEstimator _estimate;
+    /// <summary>Counts the units of a site that cannot run (read from the tokenizer once, when first needed).</summary>
+    private readonly Lazy<UnitEstimator> _estimate;
     private (string Sample, CorruptionMode Mode, EncodedSample Encoded, IPreparedSample Prepared)? _last;
 
     /// <param name="modelPath">where this machine keeps the model (null: the path the run was planned with)</param>
@@ -36,7 +37,7 @@ public sealed class ShardRunner : IDisposable
         var torchDevice = device == "cpu" ? null : TorchDevices.Require(device);
         var model = modelPath ?? spec.Experiment.ModelDir;
         var family = ModelFamilies.Of(model);
-        _estimate = new UnitEstimator(spec.Experiment with { ModelDir = model }, family);
+        _estimate = new(() => new UnitEstimator(spec.Experiment with { ModelDir = model }, family));
         _backend = family.LoadBackend(model, spec.Experiment.Patching, dtype: spec.Experiment.DType, device: torchDevice);
     }
 
@@ -48,7 +49,7 @@ public sealed class ShardRunner : IDisposable
         var next = new List<ShardMessage>();
         var results = shard.Method switch
         {
-            PatchMethod.Atp => Attribution(shard, encoded, prepared, failed, next),
+            PatchMethod.Atp => Attribution(shard, worker, encoded, prepared, failed, next),
             PatchMethod.Exact => Exact(shard, encoded, prepared).Select(r => (PatchMethod.Exact, r)).ToList(),
             _ => throw new InvalidDataException($"shard {shard.ShardId}: method {shard.Method} is no shard's method (exact or atp)"),
         };
@@ -60,7 +61,7 @@ public sealed class ShardRunner : IDisposable
             Rows = results.Select(x => ResultRows.Row(_spec.RunId, model, encoded, shard.Mode, x.Item1, x.Item2)).ToArray(),
             Baseline = ResultRows.Baseline(_spec.RunId, model, encoded, shard.Mode, prepared),
             Seconds = clock.Elapsed.TotalSeconds,
-            Failed = [.. failed.Select(f => { f.ShardId = shard.ShardId; f.Worker = worker; return f; })],
+            Failed = [.. failed],
         };
         return new ShardOutcome(result, next);
     }
@@ -93,7 +94,7 @@ public sealed class ShardRunner : IDisposable
     /// error). Under atp+exact the top units of each site's table make one confirmation shard in
     /// <paramref name="next"/>, which runs them as a local run does (<see cref="PatchMethods.RunExact"/>).
     /// </summary>
-    private List<(PatchMethod, UnitResult)> Attribution(ShardMessage shard, EncodedSample encoded, IPreparedSample prepared,
+    private List<(PatchMethod, UnitResult)> Attribution(ShardMessage shard, string worker, EncodedSample encoded, IPreparedSample prepared,
         List<DeadLetterMessage> failed, List<ShardMessage> next)
     {
         var experiment = _spec.Experiment;
@@ -105,8 +106,8 @@ public sealed class ShardRunner : IDisposable
             catch (ArgumentException e)
             {
                 first ??= e;
-                failed.Add(new DeadLetterMessage { SampleId = shard.SampleId, Mode = shard.Mode.Name(), Site = site.Name,
-                    Units = (int)_estimate.Rows(encoded.Record, site), Error = e.Message, Attempts = 1 });
+                failed.Add(new DeadLetterMessage { ShardId = shard.ShardId, SampleId = shard.SampleId, Mode = shard.Mode.Name(), Site = site.Name,
+                    Units = (int)_estimate.Value.Rows(encoded.Record, site), Error = e.Message, Attempts = 1, Worker = worker });
             }
         }
         if (tables.Count == 0) throw first!;

@@ -96,7 +96,7 @@ public sealed class WorkerLoop(IConnectionMultiplexer redis, WorkerOptions optio
     private async Task<bool> RunFinishedAsync(RunSpecMessage spec)
     {
         long done = await _db.SetLengthAsync(_keys.Done), dead = await _db.SetLengthAsync(_keys.DeadSet), planned = await _db.SetLengthAsync(_keys.Planned);
-        return done + dead >= Math.Max(spec.TotalShards, planned);
+        return done + dead >= spec.Shards(planned);
     }
 
     /// <summary>Once every shard is done or dead, entries still pending belong to workers that died

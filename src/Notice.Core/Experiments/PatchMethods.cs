@@ -7,8 +7,9 @@ namespace Notice.Core.Experiments;
 /// The patching methods over a family's engine (design.md §8): exact patching (one patched run per
 /// unit), attribution patching (<see cref="IPatchingEngine.Estimate"/>: every unit's estimate from one
 /// corrupt forward pass with gradients and one backward pass), and atp+exact (the estimates, then exact
-/// patching of each table's top units by |estimated logit_diff|). Local runs and workers both run a
-/// table's units through <see cref="Run"/>, so their rows agree.
+/// patching of each table's top units by |estimated logit_diff|). Local runs (<see cref="Run"/>) and
+/// workers' shards run the same <see cref="Estimate"/>, <see cref="Confirmed"/> and
+/// <see cref="RunExact"/>, so their rows agree to the last bit.
 /// </summary>
 public static class PatchMethods
 {
