@@ -12,12 +12,8 @@ public sealed class AnswerCommandTests
 {
     private static (int Code, string Out) Run(params string[] args)
     {
-        var root = new RootCommand { AnswerCommand.Create() };
-        var previous = Console.Out;
-        var writer = new StringWriter();
-        Console.SetOut(writer);
-        try { return (root.Parse(args).Invoke(), writer.ToString()); }
-        finally { Console.SetOut(previous); }
+        var (code, output, _) = CliRun.RunAsync(AnswerCommand.Create(), args).GetAwaiter().GetResult();
+        return (code, output);
     }
 
     public static TheoryData<string> Cases => new() { "case0", "case1", "case2", "case3", "case4", "case5" };

@@ -646,12 +646,8 @@ public sealed class HostileModelInputCliTests : IDisposable
 
     private static async Task<(int Code, string Err)> Run(params string[] args)
     {
-        var root = new System.CommandLine.RootCommand { Notice.Cli.Commands.AnswerCommand.Create() };
-        var previous = Console.Error;
-        var writer = new StringWriter();
-        Console.SetError(writer);
-        try { return (await CliErrors.InvokeAsync(root, args), writer.ToString()); }
-        finally { Console.SetError(previous); }
+        var (code, _, error) = await CliRun.RunAsync(Notice.Cli.Commands.AnswerCommand.Create(), args);
+        return (code, error);
     }
 
     [Fact]

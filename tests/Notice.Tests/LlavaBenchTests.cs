@@ -48,20 +48,7 @@ public sealed class LlavaBenchTests : IDisposable
 [Collection(ConsoleCollection.Name)]
 public sealed class LlavaBenchDTypeTests
 {
-    private static async Task<(int Code, string Out, string Err)> Run(params string[] args)
-    {
-        var root = new System.CommandLine.RootCommand { Notice.Cli.Commands.BenchCommand.Create() };
-        TextWriter previousOut = Console.Out, previousErr = Console.Error;
-        StringWriter output = new(), error = new();
-        Console.SetOut(output);
-        Console.SetError(error);
-        try { return (await Notice.Cli.CliErrors.InvokeAsync(root, args), output.ToString(), error.ToString()); }
-        finally
-        {
-            Console.SetOut(previousOut);
-            Console.SetError(previousErr);
-        }
-    }
+    private static Task<(int Code, string Out, string Err)> Run(params string[] args) => CliRun.RunAsync(Notice.Cli.Commands.BenchCommand.Create(), args);
 
     [Fact]
     public async Task LlavaAtpBenchRunsInBfloat16()

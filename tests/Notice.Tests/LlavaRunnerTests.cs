@@ -131,18 +131,10 @@ public sealed class LlavaRunnerTests : IDisposable
         Assert.Equal(416, doc["last_position_logits"]!.AsArray().Count);
         Assert.Equal(answer.Ids, doc["answer_ids"]!.AsArray().Select(n => n!.GetValue<long>()));
 
-        var writer = new StringWriter();
-        var previous = Console.Out;
-        Console.SetOut(writer);
-        try
-        {
-            var root = new RootCommand { AnswerCommand.Create() };
-            int rc = await CliErrors.InvokeAsync(root, ["answer", "--model", Fixtures.LlavaTiny, "--image", Path.Combine(Fixtures.LlavaTiny, "happy_angry_gray.png"),
-                "--question", "Is the left person feeling happy or angry? Answer in one word.", "--json", "--dtype", "bfloat16"]);
-            Assert.Equal(0, rc);
-        }
-        finally { Console.SetOut(previous); }
-        var printed = JsonNode.Parse(writer.ToString())!;
+        var (rc, output, _) = await CliRun.RunAsync(AnswerCommand.Create(), "answer", "--model", Fixtures.LlavaTiny, "--image", Path.Combine(Fixtures.LlavaTiny, "happy_angry_gray.png"),
+            "--question", "Is the left person feeling happy or angry? Answer in one word.", "--json", "--dtype", "bfloat16");
+        Assert.Equal(0, rc);
+        var printed = JsonNode.Parse(output)!;
         Assert.Equal("happy.", printed["answer"]!.GetValue<string>());
         Assert.Equal(416, printed["last_position_logits"]!.AsArray().Count);
     }

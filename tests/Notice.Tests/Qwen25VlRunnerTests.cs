@@ -84,18 +84,10 @@ public sealed class Qwen25VlRunnerTests : IDisposable
     [Fact]
     public async Task AnswerJsonHasTheLastPositionLogits()
     {
-        var writer = new StringWriter();
-        var previous = Console.Out;
-        Console.SetOut(writer);
-        try
-        {
-            var root = new RootCommand { AnswerCommand.Create() };
-            int rc = await CliErrors.InvokeAsync(root, ["answer", "--model", QwenTinyModel.Folder, "--image", Path.Combine(QwenTinyModel.Folder, "green_square.png"),
-                "--question", "Is the square green or yellow? Answer with one word.", "--json"]);
-            Assert.Equal(0, rc);
-        }
-        finally { Console.SetOut(previous); }
-        var printed = JsonNode.Parse(writer.ToString())!;
+        var (rc, output, _) = await CliRun.RunAsync(AnswerCommand.Create(), "answer", "--model", QwenTinyModel.Folder, "--image", Path.Combine(QwenTinyModel.Folder, "green_square.png"),
+            "--question", "Is the square green or yellow? Answer with one word.", "--json");
+        Assert.Equal(0, rc);
+        var printed = JsonNode.Parse(output)!;
         Assert.Equal("green.", printed["answer"]!.GetValue<string>());
         Assert.Equal([319L, 13L, 412L], printed["answer_ids"]!.AsArray().Select(n => n!.GetValue<long>()));
         var logits = printed["last_position_logits"]!.AsArray().Select(n => n!.GetValue<float>()).ToArray();
